@@ -1,0 +1,73 @@
+"""lmassert_magic: LM Assertions (Assert / Suggest with backtracking) for DSPy 3, in notebooks.
+
+`%load_ext lmassert_magic` registers the magics; the Python API works without IPython.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .engine import (
+    Assert,
+    AssertionFailed,
+    Constraint,
+    ConstraintError,
+    DSPyAssertionError,
+    DSPySuggestionError,
+    Retry,
+    Suggest,
+    TargetNotFoundError,
+    activate_assertions,
+    assert_transform_module,
+    backtrack_handler,
+    deactivate_assertions,
+    lm_judge,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Assert",
+    "AssertionFailed",
+    "Constraint",
+    "ConstraintError",
+    "DSPyAssertionError",
+    "DSPySuggestionError",
+    "Retry",
+    "Suggest",
+    "TargetNotFoundError",
+    "activate_assertions",
+    "assert_transform_module",
+    "backtrack_handler",
+    "deactivate_assertions",
+    "lm_judge",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
+
+
+def _install_module_method() -> None:
+    """DSPy 2.5 programs call `program.activate_assertions()`; DSPy 3 dropped the method."""
+    import dspy
+
+    if not hasattr(dspy.Module, "activate_assertions"):
+
+        def _activate(self: Any, handler: Any = backtrack_handler, **handler_args: Any) -> Any:
+            return assert_transform_module(self, handler, **handler_args)
+
+        dspy.Module.activate_assertions = _activate
+
+
+_install_module_method()
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from .magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .magics import unload_ipython_extension as _unload
+
+    _unload(ipython)

@@ -1,0 +1,163 @@
+"""Declarative constraints: a named condition over one predictor step's input and output fields."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import inspect
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import dspy
+
+from .errors import ConstraintError
+
+Condition = Callable[..., Any]
+Message = str | Callable[..., str]
+
+#: Checks run on a worker thread only when they have a time limit; a stuck check cannot block a run.
+DEFAULT_CHECK_TIMEOUT: float | None = None
+
+_executor_lock = threading.Lock()
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _check_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="lmassert-check")
+        return _executor
+
+
+def _wanted_params(fn: Callable[..., Any]) -> tuple[set[str] | None, bool]:
+    """Which keyword fields a callable takes (None = all, via **kwargs)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None, False
+    names: set[str] = set()
+    for p in params:
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            return None, True
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            names.add(p.name)
+    return names, False
+
+
+def _select(fn: Callable[..., Any], fields: Mapping[str, Any], constraint: str) -> dict[str, Any]:
+    wanted, _ = _wanted_params(fn)
+    if wanted is None:
+        return dict(fields)
+    required = {
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is inspect.Parameter.empty and p.name in wanted
+    }
+    missing = sorted(required - set(fields))
+    if missing:
+        raise ConstraintError(
+            constraint,
+            f"needs field(s) {', '.join(missing)} but the step has {', '.join(sorted(fields)) or 'none'}",
+        )
+    return {k: v for k, v in fields.items() if k in wanted}
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or type(value).__name__ == "bool_"
+
+
+@dataclass
+class Constraint:
+    """A named check attached to a predictor (or to every predictor of a signature).
+
+    `condition` is called with the step's fields as keyword arguments (only those it names, or all
+    of them if it takes **kwargs) and must return a bool. `message` is the feedback given to the LM
+    on failure: a plain string, or a callable over the same fields (e.g. an f-string in a lambda).
+    """
+
+    name: str
+    condition: Condition
+    message: Message = ""
+    hard: bool = False
+    target: Any = None
+    max_backtracks: int | None = None
+    timeout: float | None = field(default_factory=lambda: DEFAULT_CHECK_TIMEOUT)
+    source: str | None = None  # where it was defined (e.g. a cell), for error messages
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError("a constraint needs a non-empty name")
+        if not callable(self.condition):
+            raise TypeError(f"constraint {self.name!r}: condition must be callable, got {type(self.condition)}")
+        if not (isinstance(self.message, str) or callable(self.message)):
+            raise TypeError(f"constraint {self.name!r}: message must be a str or a callable")
+        if self.max_backtracks is not None and self.max_backtracks < 0:
+            raise ValueError(f"constraint {self.name!r}: max_backtracks must be >= 0")
+
+    @property
+    def kind(self) -> str:
+        return "hard" if self.hard else "soft"
+
+    def check(self, fields: Mapping[str, Any]) -> bool:
+        """Run the condition; any trouble in it becomes a ConstraintError naming this constraint."""
+        kwargs = _select(self.condition, fields, self.name)
+        value = self._call(self.condition, kwargs, "condition")
+        if not _is_bool(value):
+            raise ConstraintError(
+                self.name, f"condition returned {type(value).__name__} {value!r:.60}, expected True or False"
+            )
+        return bool(value)
+
+    def feedback(self, fields: Mapping[str, Any]) -> str:
+        if isinstance(self.message, str):
+            return self.message or f"The output failed the constraint {self.name!r}."
+        kwargs = _select(self.message, fields, self.name)
+        text = self._call(self.message, kwargs, "message")
+        return str(text)
+
+    def _call(self, fn: Callable[..., Any], kwargs: dict[str, Any], what: str) -> Any:
+        def run() -> Any:
+            # LM judges inside a check must not land in the bootstrap trace.
+            with dspy.context(trace=None):
+                return fn(**kwargs)
+
+        try:
+            if self.timeout is None:
+                return run()
+            ctx = contextvars.copy_context()
+            future = _check_executor().submit(ctx.run, run)
+            try:
+                return future.result(timeout=self.timeout)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise ConstraintError(self.name, f"{what} did not finish within {self.timeout:g}s") from None
+        except ConstraintError:
+            raise
+        except Exception as exc:  # the constraint's own bug: attribute it to the constraint
+            raise ConstraintError(self.name, f"{what} raised {type(exc).__name__}: {exc}", exc) from exc
+
+
+class _JudgeSignature(dspy.Signature):
+    """Answer the yes/no question about the text honestly."""
+
+    text: str = dspy.InputField()
+    question: str = dspy.InputField()
+    answer: bool = dspy.OutputField(desc="true for yes, false for no")
+
+
+def lm_judge(question: str, lm: Any = None, **fields: Any) -> bool:
+    """An LM-judged check, e.g. `lm_judge("Is the tweet engaging?", tweet=tweet)`.
+
+    Uses the configured LM (or `lm`) with a boolean output field, so it returns a real bool.
+    """
+    text = "\n".join(f"{k}: {v}" for k, v in fields.items())
+    predictor = dspy.Predict(_JudgeSignature)
+    if lm is not None:
+        predictor.set_lm(lm)
+    answer = predictor(text=text, question=question).answer
+    if isinstance(answer, str):
+        return answer.strip().lower() in {"yes", "true", "y", "1"}
+    return bool(answer)
