@@ -7,12 +7,14 @@ a plain `dspy.Predict` when no run is active.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
+import threading
 import types
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +24,6 @@ from dspy.utils.usage_tracker import UsageTracker
 
 from .constraints import Constraint
 from .errors import (
-    AssertionFailed,
     ConstraintError,
     DSPyAssertionError,
     DSPySuggestionError,
@@ -595,8 +596,11 @@ def run_asserted(fn: Callable[[], Any], config: RunConfig, names: dict[int, str]
         return result
     except BaseException as exc:
         error = exc
-        if isinstance(exc, AssertionFailed | ConstraintError):
-            exc.run_record = state.record  # type: ignore[attr-defined]
+        if isinstance(exc, Exception):
+            try:
+                exc.run_record = state.record  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
         raise
     finally:
         _current_run.reset(token)
@@ -728,3 +732,51 @@ def assert_transform_module(
 def Retry(module: Any) -> Any:  # noqa: N802
     """DSPy 2.5 wrapped predictors in `Retry`; here every activated predictor retries, so it is the identity."""
     return module
+
+
+# ---------------------------------------------------------------- LM tallies outside a single run
+
+
+class LMTally(BaseCallback):
+    """Counts LM calls and tokens across many runs and threads (a compile, an evaluation)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.tokens = 0
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        with self._lock:
+            self.calls += 1
+
+    def add_tokens(self, n: int) -> None:
+        with self._lock:
+            self.tokens += n
+
+
+class _TallyUsage(UsageTracker):
+    def __init__(self, tally: LMTally, parent: UsageTracker | None) -> None:
+        super().__init__()
+        self._tally = tally
+        self._parent = parent
+
+    def add_usage(self, lm: str, usage_entry: dict[str, Any]) -> None:
+        total = usage_entry.get("total_tokens")
+        if total is None:
+            total = (usage_entry.get("prompt_tokens") or 0) + (usage_entry.get("completion_tokens") or 0)
+        self._tally.add_tokens(int(total or 0))
+        if self._parent is not None:
+            self._parent.add_usage(lm, usage_entry)
+
+    def __deepcopy__(self, memo: dict) -> _TallyUsage:
+        return self
+
+
+@contextlib.contextmanager
+def tally_lm() -> Iterator[LMTally]:
+    """`with tally_lm() as t: ...` counts every LM call and token inside, in any thread DSPy spawns."""
+    tally = LMTally()
+    callbacks = [*list(dspy.settings.get("callbacks") or []), tally]
+    usage = _TallyUsage(tally, dspy.settings.get("usage_tracker"))
+    with dspy.context(callbacks=callbacks, usage_tracker=usage):
+        yield tally

@@ -1,0 +1,427 @@
+"""The paper's five-setting ablation in one call, with results as pandas DataFrames."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dspy
+import pandas as pd
+
+from .compile import CompileOutcome, Metric, compile_program, demos_of, prepare_program
+from .constraints import Constraint
+from .records import ConstraintStats, Counterexample, RunRecord, merge_stats
+from .runtime import ENFORCE, OBSERVE, constraints_of, run_record_of, tally_lm
+
+VANILLA = "vanilla"
+INFER_ASSERT = "infer_assert"
+COMPILE = "compile"
+COMPILE_ASSERT = "compile_assert"
+C_INFER_ASSERT = "c_infer_assert"
+SETTINGS = (VANILLA, INFER_ASSERT, COMPILE, COMPILE_ASSERT, C_INFER_ASSERT)
+LABELS = {
+    VANILLA: "Vanilla",
+    INFER_ASSERT: "Infer w/ Assert",
+    COMPILE: "Compile",
+    COMPILE_ASSERT: "Compile w/ Assert",
+    C_INFER_ASSERT: "C+Infer w/ Assert",
+}
+_ALIASES = {
+    **{k: k for k in SETTINGS},
+    **{v.lower(): k for k, v in LABELS.items()},
+    "infer": INFER_ASSERT,
+    "compile_w_assert": COMPILE_ASSERT,
+    "c+infer": C_INFER_ASSERT,
+    "cinfer": C_INFER_ASSERT,
+}
+
+
+def normalize_settings(settings: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Accept keys, labels or a comma list; keep the paper's order; unknown names are an error."""
+    if settings is None:
+        return SETTINGS
+    if isinstance(settings, str):
+        settings = [s for s in settings.split(",") if s.strip()]
+    chosen = set()
+    for raw in settings:
+        key = _ALIASES.get(raw.strip().lower().replace(" ", "_").replace("/", "")) or _ALIASES.get(raw.strip().lower())
+        if key is None:
+            raise ValueError(f"unknown setting {raw!r}; choose from {', '.join(SETTINGS)}")
+        chosen.add(key)
+    if not chosen:
+        raise ValueError("no settings chosen")
+    return tuple(s for s in SETTINGS if s in chosen)
+
+
+@dataclass
+class ProgressEvent:
+    """Sent to the progress callback: `phase` is 'compile' or 'evaluate'; `total` may be None."""
+
+    setting: str
+    phase: str
+    done: int
+    total: int | None
+    finished: bool = False
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.setting, self.setting)
+
+
+@dataclass
+class ExampleResult:
+    index: int
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    score: float
+    record: RunRecord | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class SettingResult:
+    key: str
+    examples: list[ExampleResult] = field(default_factory=list)
+    eval_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    lm_calls: int = 0
+    tokens: int = 0
+    compile_lm_calls: int = 0
+    compile_tokens: int = 0
+    complete: bool = True
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.key]
+
+    @property
+    def n(self) -> int:
+        return len(self.examples)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(1 for e in self.examples if not e.ok)
+
+    @property
+    def n_ok(self) -> int:
+        return self.n - self.n_failed
+
+    @property
+    def metric(self) -> float:
+        return sum(e.score for e in self.examples) / self.n if self.n else float("nan")
+
+    @property
+    def constraint_stats(self) -> dict[str, ConstraintStats]:
+        return merge_stats(e.record.constraints for e in self.examples if e.record is not None)
+
+    @property
+    def counterexamples(self) -> list[Counterexample]:
+        return [c for e in self.examples if e.record for c in e.record.counterexamples]
+
+    @property
+    def seconds(self) -> float:
+        return self.eval_seconds + self.compile_seconds
+
+
+@dataclass
+class AblationResult:
+    """Everything a five-setting run produced; tables come out as DataFrames."""
+
+    settings: dict[str, SettingResult] = field(default_factory=dict)
+    constraints: list[Constraint] = field(default_factory=list)
+    programs: dict[str, dspy.Module] = field(default_factory=dict)
+    demos: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    compile_counterexamples: list[Counterexample] = field(default_factory=list)
+    metric_name: str = "metric"
+    interrupted: bool = False
+    requested: tuple[str, ...] = SETTINGS
+
+    # -- tables --------------------------------------------------------------------------
+    def summary(self) -> pd.DataFrame:
+        """One row per setting: metric, per-constraint pass rates (%), LM calls/tokens per example, time."""
+        rows = []
+        for res in self.settings.values():
+            row: dict[str, Any] = {"setting": res.label, "examples": res.n, "failed": res.n_failed}
+            row[self.metric_name] = 100 * res.metric
+            stats = res.constraint_stats
+            for c in self.constraints:
+                s = stats.get(c.name)
+                row[c.name] = 100 * s.pass_rate if s and s.checks else math.nan
+            row["lm_calls/ex"] = res.lm_calls / res.n if res.n else math.nan
+            row["tokens/ex"] = res.tokens / res.n if res.n else math.nan
+            row["seconds"] = res.seconds
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("setting") if rows else pd.DataFrame()
+
+    def pass_rates(self) -> pd.DataFrame:
+        """Long form: setting x constraint with the raw counts behind each rate."""
+        rows = []
+        for res in self.settings.values():
+            stats = res.constraint_stats
+            for c in self.constraints:
+                s = stats.get(c.name) or ConstraintStats(c.name, c.hard)
+                rows.append(
+                    {
+                        "setting": res.label,
+                        "constraint": c.name,
+                        "kind": c.kind,
+                        "checks": s.checks,
+                        "first_try_passes": s.first_try_passes,
+                        "passes_after_backtrack": s.passes_after_backtrack,
+                        "final_failures": s.final_failures,
+                        "backtracks": s.backtracks,
+                        "errors": s.errors,
+                        "pass_rate": 100 * s.pass_rate if s.checks else math.nan,
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    def demos_frame(self) -> pd.DataFrame:
+        rows = []
+        for key, per_predictor in self.demos.items():
+            for predictor, demos in per_predictor.items():
+                for i, demo in enumerate(demos):
+                    rows.append(
+                        {
+                            "setting": LABELS[key],
+                            "predictor": predictor,
+                            "index": i,
+                            "from_counterexample": "feedback" in demo,
+                            "augmented": bool(demo.get("augmented")),
+                            "fields": {k: v for k, v in demo.items() if k != "augmented"},
+                        }
+                    )
+        cols = ["setting", "predictor", "index", "from_counterexample", "augmented", "fields"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def all_counterexamples(self) -> list[tuple[str, Counterexample]]:
+        out = [("compile", c) for c in self.compile_counterexamples]
+        for res in self.settings.values():
+            out.extend((res.label, c) for c in res.counterexamples)
+        return out
+
+    def counterexamples_frame(self) -> pd.DataFrame:
+        rows = [
+            {
+                "phase": phase,
+                "constraint": c.constraint,
+                "kind": "hard" if c.hard else "soft",
+                "predictor": c.predictor,
+                "inputs": c.inputs,
+                "failing_outputs": c.failing_outputs,
+                "feedback": c.feedback,
+                "fixed_outputs": c.fixed_outputs,
+                "fixed": c.fixed,
+            }
+            for phase, c in self.all_counterexamples()
+        ]
+        cols = ["phase", "constraint", "kind", "predictor", "inputs", "failing_outputs", "feedback", "fixed_outputs",
+                "fixed"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def examples_frame(self) -> pd.DataFrame:
+        rows = []
+        for res in self.settings.values():
+            for e in res.examples:
+                row = {"setting": res.label, "index": e.index, "score": e.score, "ok": e.ok, "error": e.error,
+                       "backtracks": e.record.backtracks if e.record else 0}
+                row.update({f"out.{k}": v for k, v in e.outputs.items()})
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+    def headlines(self) -> list[str]:
+        """Sentences an instructor can read aloud: baseline -> with assertions, per constraint."""
+        base_key = next((k for k in (VANILLA, COMPILE) if k in self.settings), None)
+        best_key = next((k for k in (C_INFER_ASSERT, INFER_ASSERT, COMPILE_ASSERT) if k in self.settings), None)
+        if base_key is None or best_key is None:
+            return []
+        base, best = self.settings[base_key], self.settings[best_key]
+        bstats, astats = base.constraint_stats, best.constraint_stats
+        extra_calls = (best.lm_calls / best.n if best.n else 0) - (base.lm_calls / base.n if base.n else 0)
+        lines = []
+        for c in self.constraints:
+            b, a = bstats.get(c.name), astats.get(c.name)
+            if not b or not a or not b.checks or not a.checks:
+                continue
+            lines.append(
+                f"{c.name}: {100 * b.pass_rate:.0f}% -> {100 * a.pass_rate:.0f}% "
+                f"({base.label} -> {best.label}), {extra_calls:+.1f} LM calls per example"
+            )
+        lines.append(f"{self.metric_name}: {100 * base.metric:.1f} -> {100 * best.metric:.1f}")
+        return lines
+
+
+# ---------------------------------------------------------------- running
+
+
+def _outputs(prediction: Any) -> dict[str, Any]:
+    try:
+        return {k: v for k, v in prediction.items() if not k.startswith("_")}
+    except AttributeError:
+        return {"output": prediction}
+
+
+def evaluate_program(
+    program: dspy.Module,
+    devset: Sequence[dspy.Example],
+    metric: Metric,
+    *,
+    num_threads: int = 1,
+    on_example: Callable[[int], None] | None = None,
+) -> tuple[list[ExampleResult], int, int, float]:
+    """Run an (activated) program over `devset` with dspy.Evaluate; every example is accounted for."""
+    lock = threading.Lock()
+    done = [0]
+
+    def probe(**inputs: Any) -> Any:
+        try:
+            prediction = program(**inputs)
+        except Exception as exc:
+            prediction = dspy.Prediction()
+            object.__setattr__(prediction, "_lmassert_error", f"{type(exc).__name__}: {exc}")
+            record = getattr(exc, "run_record", None)
+            if record is not None:
+                object.__setattr__(prediction, "_lmassert_record", record)
+        with lock:
+            done[0] += 1
+            n = done[0]
+        if on_example is not None:
+            on_example(n)
+        return prediction
+
+    def scored(example: Any, prediction: Any, trace: Any = None) -> float:
+        if getattr(prediction, "_lmassert_error", None):
+            return 0.0
+        try:
+            return float(metric(example, prediction))
+        except Exception as exc:
+            object.__setattr__(prediction, "_lmassert_error", f"metric raised {type(exc).__name__}: {exc}")
+            return 0.0
+
+    evaluator = dspy.Evaluate(
+        devset=list(devset),
+        metric=scored,
+        num_threads=num_threads,
+        display_progress=False,
+        display_table=False,
+        max_errors=len(devset) + 1,
+        provide_traceback=False,
+    )
+    start = time.perf_counter()
+    with tally_lm() as tally:
+        outcome = evaluator(probe)
+    seconds = time.perf_counter() - start
+    examples = []
+    for i, (example, prediction, score) in enumerate(outcome.results):
+        error = getattr(prediction, "_lmassert_error", None)
+        record = run_record_of(prediction)
+        if record is None and error is None and not isinstance(prediction, dspy.Prediction):
+            error = "no prediction"
+        examples.append(
+            ExampleResult(i, dict(example.inputs()), _outputs(prediction), float(score or 0.0), record, error)
+        )
+    return examples, tally.calls, tally.tokens, seconds
+
+
+def run_ablation(
+    program: dspy.Module,
+    trainset: Sequence[dspy.Example],
+    devset: Sequence[dspy.Example],
+    metric: Metric,
+    *,
+    constraints: Iterable[Constraint] = (),
+    settings: Iterable[str] | str | None = None,
+    max_backtracks: int = 2,
+    optimizer: str = "bootstrap",
+    optimizer_kwargs: dict[str, Any] | None = None,
+    soft_penalty: float = 0.1,
+    num_threads: int = 1,
+    progress: Callable[[ProgressEvent], None] | None = None,
+) -> AblationResult:
+    """Run the chosen settings of the paper's ablation on `devset`.
+
+    KeyboardInterrupt stops the run but still returns the settings that finished
+    (`result.interrupted` is True); the caller decides whether to re-raise.
+    """
+    keys = normalize_settings(settings)
+    constraints = list(constraints) or constraints_of(program)
+    if not devset:
+        raise ValueError("the dev set is empty")
+    needs_compile = any(k in keys for k in (COMPILE, COMPILE_ASSERT, C_INFER_ASSERT))
+    if needs_compile and not trainset:
+        raise ValueError("compiling settings need a non-empty train set")
+    result = AblationResult(
+        constraints=constraints, metric_name=getattr(metric, "__name__", "metric"), requested=keys
+    )
+    notify = progress or (lambda event: None)
+    compiled: dict[str, CompileOutcome] = {}
+    opt_kwargs = dict(optimizer_kwargs or {})
+
+    def compile_for(key: str, with_assertions: bool) -> tuple[CompileOutcome, float]:
+        cache_key = COMPILE_ASSERT if with_assertions else COMPILE
+        if cache_key in compiled:
+            return compiled[cache_key], 0.0
+        start = time.perf_counter()
+        outcome = compile_program(
+            program, trainset, metric, constraints=constraints, with_assertions=with_assertions,
+            max_backtracks=max_backtracks, optimizer=optimizer, soft_penalty=soft_penalty, num_threads=num_threads,
+            on_example=lambda n: notify(ProgressEvent(key, "compile", n, len(trainset))),
+            **opt_kwargs,
+        )
+        compiled[cache_key] = outcome
+        result.demos[cache_key] = outcome.demos
+        result.programs[cache_key] = outcome.program
+        if with_assertions:
+            result.compile_counterexamples = outcome.counterexamples
+        return outcome, time.perf_counter() - start
+
+    try:
+        for key in keys:
+            setting = SettingResult(key)
+            if key in (VANILLA, INFER_ASSERT):
+                base = program
+            else:
+                outcome, setting.compile_seconds = compile_for(key, key != COMPILE)
+                setting.compile_lm_calls, setting.compile_tokens = outcome.lm_calls, outcome.tokens
+                base = outcome.program
+            mode = ENFORCE if key in (INFER_ASSERT, C_INFER_ASSERT) else OBSERVE
+            runnable = prepare_program(base, constraints, mode=mode, max_backtracks=max_backtracks)
+            notify(ProgressEvent(key, "evaluate", 0, len(devset)))
+            setting.examples, setting.lm_calls, setting.tokens, setting.eval_seconds = evaluate_program(
+                runnable, devset, metric, num_threads=num_threads,
+                on_example=lambda n, key=key: notify(ProgressEvent(key, "evaluate", n, len(devset))),
+            )
+            result.settings[key] = setting
+            if key not in result.programs:
+                result.programs[key] = base
+            notify(ProgressEvent(key, "evaluate", len(devset), len(devset), finished=True))
+    except KeyboardInterrupt:
+        result.interrupted = True
+    return result
+
+
+def format_exception(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+__all__ = [
+    "AblationResult",
+    "ExampleResult",
+    "LABELS",
+    "ProgressEvent",
+    "SETTINGS",
+    "SettingResult",
+    "demos_of",
+    "evaluate_program",
+    "normalize_settings",
+    "run_ablation",
+]
