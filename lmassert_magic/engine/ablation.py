@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import math
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -346,11 +349,13 @@ def run_ablation(
     soft_penalty: float = 0.1,
     num_threads: int = 1,
     progress: Callable[[ProgressEvent], None] | None = None,
+    quiet: bool = True,
 ) -> AblationResult:
     """Run the chosen settings of the paper's ablation on `devset`.
 
     KeyboardInterrupt stops the run but still returns the settings that finished
-    (`result.interrupted` is True); the caller decides whether to re-raise.
+    (`result.interrupted` is True); the caller decides whether to re-raise. `quiet` hides
+    DSPy's own progress prints and INFO logs, which would otherwise flood a notebook cell.
     """
     keys = normalize_settings(settings)
     constraints = list(constraints) or constraints_of(program)
@@ -371,12 +376,14 @@ def run_ablation(
         if cache_key in compiled:
             return compiled[cache_key], 0.0
         start = time.perf_counter()
-        outcome = compile_program(
-            program, trainset, metric, constraints=constraints, with_assertions=with_assertions,
-            max_backtracks=max_backtracks, optimizer=optimizer, soft_penalty=soft_penalty, num_threads=num_threads,
-            on_example=lambda n: notify(ProgressEvent(key, "compile", n, len(trainset))),
-            **opt_kwargs,
-        )
+        with _silenced(quiet):
+            outcome = compile_program(
+                program, trainset, metric, constraints=constraints, with_assertions=with_assertions,
+                max_backtracks=max_backtracks, optimizer=optimizer, soft_penalty=soft_penalty,
+                num_threads=num_threads,
+                on_example=lambda n: notify(ProgressEvent(key, "compile", n, len(trainset))),
+                **opt_kwargs,
+            )
         compiled[cache_key] = outcome
         result.demos[cache_key] = outcome.demos
         result.programs[cache_key] = outcome.program
@@ -385,28 +392,70 @@ def run_ablation(
         return outcome, time.perf_counter() - start
 
     try:
-        for key in keys:
-            setting = SettingResult(key)
-            if key in (VANILLA, INFER_ASSERT):
-                base = program
-            else:
-                outcome, setting.compile_seconds = compile_for(key, key != COMPILE)
-                setting.compile_lm_calls, setting.compile_tokens = outcome.lm_calls, outcome.tokens
-                base = outcome.program
-            mode = ENFORCE if key in (INFER_ASSERT, C_INFER_ASSERT) else OBSERVE
-            runnable = prepare_program(base, constraints, mode=mode, max_backtracks=max_backtracks)
-            notify(ProgressEvent(key, "evaluate", 0, len(devset)))
-            setting.examples, setting.lm_calls, setting.tokens, setting.eval_seconds = evaluate_program(
-                runnable, devset, metric, num_threads=num_threads,
-                on_example=lambda n, key=key: notify(ProgressEvent(key, "evaluate", n, len(devset))),
-            )
-            result.settings[key] = setting
-            if key not in result.programs:
-                result.programs[key] = base
-            notify(ProgressEvent(key, "evaluate", len(devset), len(devset), finished=True))
+        with _quieted(quiet):
+            _run_settings(keys, result, program, devset, metric, constraints, max_backtracks, num_threads, notify,
+                          compile_for)
     except KeyboardInterrupt:
         result.interrupted = True
     return result
+
+
+def _run_settings(
+    keys: Sequence[str],
+    result: AblationResult,
+    program: dspy.Module,
+    devset: Sequence[dspy.Example],
+    metric: Metric,
+    constraints: list[Constraint],
+    max_backtracks: int,
+    num_threads: int,
+    notify: Callable[[ProgressEvent], None],
+    compile_for: Callable[[str, bool], tuple[CompileOutcome, float]],
+) -> None:
+    for key in keys:
+        setting = SettingResult(key)
+        if key in (VANILLA, INFER_ASSERT):
+            base = program
+        else:
+            outcome, setting.compile_seconds = compile_for(key, key != COMPILE)
+            setting.compile_lm_calls, setting.compile_tokens = outcome.lm_calls, outcome.tokens
+            base = outcome.program
+        mode = ENFORCE if key in (INFER_ASSERT, C_INFER_ASSERT) else OBSERVE
+        runnable = prepare_program(base, constraints, mode=mode, max_backtracks=max_backtracks)
+        notify(ProgressEvent(key, "evaluate", 0, len(devset)))
+        setting.examples, setting.lm_calls, setting.tokens, setting.eval_seconds = evaluate_program(
+            runnable, devset, metric, num_threads=num_threads,
+            on_example=lambda n, key=key: notify(ProgressEvent(key, "evaluate", n, len(devset))),
+        )
+        result.settings[key] = setting
+        if key not in result.programs:
+            result.programs[key] = base
+        notify(ProgressEvent(key, "evaluate", len(devset), len(devset), finished=True))
+
+
+@contextlib.contextmanager
+def _quieted(quiet: bool) -> Iterator[None]:
+    if not quiet:
+        yield
+        return
+    dspy_logger = logging.getLogger("dspy")
+    level = dspy_logger.level
+    dspy_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        dspy_logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _silenced(quiet: bool) -> Iterator[None]:
+    """Swallow the optimizers' prints and tqdm bars (progress reporters keep their own stream)."""
+    if not quiet:
+        yield
+        return
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
 
 
 def format_exception(exc: BaseException) -> str:
