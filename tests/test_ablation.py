@@ -1,0 +1,241 @@
+"""Assertion-aware compilation and the five-setting ablation, checked against hand counts."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import dspy
+import pytest
+
+from lmassert_magic import Constraint, activate_assertions
+from lmassert_magic.engine import assertion_log, run_record_of
+from lmassert_magic.engine.ablation import (
+    COMPILE,
+    COMPILE_ASSERT,
+    C_INFER_ASSERT,
+    INFER_ASSERT,
+    SETTINGS,
+    VANILLA,
+    ProgressEvent,
+    normalize_settings,
+    run_ablation,
+)
+from lmassert_magic.engine.compile import assertion_aware_metric, compile_program
+
+FIX = "Please remove hashtags"
+
+
+class Tweet(dspy.Signature):
+    """Write a tweet answering the question."""
+
+    question: str = dspy.InputField()
+    tweet: str = dspy.OutputField()
+
+
+def no_hashtags(tweet: str) -> bool:
+    return not re.search(r"#\w+", tweet)
+
+
+def respond(messages):
+    """Hashtags unless the prompt carries the feedback or a demo showing a clean tweet."""
+    last = messages[-1]["content"]
+    q = re.search(r"## question ## \]\]\n(\S+)", last).group(1)
+    demos = " ".join(m["content"] for m in messages[:-1])
+    if FIX in last or "clean" in demos:
+        return {"tweet": f"clean answer-{q}"}
+    return {"tweet": f"answer-{q} #wow"}
+
+
+def metric(example, pred, trace=None):
+    return float(f"answer-{example.question}" in pred.tweet)
+
+
+@pytest.fixture
+def data():
+    train = [dspy.Example(question=f"t{i}").with_inputs("question") for i in range(8)]
+    dev = [dspy.Example(question=f"d{i}").with_inputs("question") for i in range(10)]
+    return train, dev
+
+
+def constraint():
+    return Constraint("no_hashtags", no_hashtags, FIX + ".", target=Tweet)
+
+
+def test_five_settings_against_hand_counts(scripted_lm, data):
+    train, dev = data
+    lm = scripted_lm(respond)
+    result = run_ablation(
+        dspy.Predict(Tweet), train, dev, metric, constraints=[constraint()],
+        optimizer_kwargs={"max_bootstrapped_demos": 2, "max_labeled_demos": 0},
+    )
+    assert list(result.settings) == list(SETTINGS)
+    rates = result.pass_rates().set_index("setting")
+    n = len(dev)
+
+    # Vanilla: one call each, every tweet has a hashtag
+    vanilla = result.settings[VANILLA]
+    assert vanilla.lm_calls == n
+    assert rates.loc["Vanilla", "checks"] == n and rates.loc["Vanilla", "pass_rate"] == 0
+    # Infer w/ Assert: fail, backtrack once with feedback, pass
+    infer = result.settings[INFER_ASSERT]
+    assert infer.lm_calls == 2 * n
+    assert rates.loc["Infer w/ Assert", "passes_after_backtrack"] == n
+    assert rates.loc["Infer w/ Assert", "backtracks"] == n
+    # Compile: demos come from a teacher without assertions, so they carry hashtags
+    assert rates.loc["Compile", "pass_rate"] == 0
+    assert all("#" in d["tweet"] for d in result.demos[COMPILE]["self"])
+    # Compile w/ Assert: demos are fixed traces that carry the feedback and the past output
+    demos = result.demos[COMPILE_ASSERT]["self"]
+    assert len(demos) == 2
+    for d in demos:
+        assert FIX in d["feedback"] and "#wow" in d["past_tweet"] and no_hashtags(d["tweet"])
+    assert rates.loc["Compile w/ Assert", "first_try_passes"] == n
+    assert rates.loc["C+Infer w/ Assert", "pass_rate"] == 100
+    assert result.settings[C_INFER_ASSERT].lm_calls == n  # demos fixed it first time: no backtracks
+
+    # counterexamples of compile: both outputs recorded
+    cx = result.compile_counterexamples
+    assert len(cx) >= 2 and all(c.fixed and "#wow" in c.failing_outputs["tweet"] for c in cx)
+    assert all(not no_hashtags(c.failing_outputs["tweet"]) and no_hashtags(c.fixed_outputs["tweet"]) for c in cx)
+
+    # summary table numbers equal recomputed ones
+    summary = result.summary()
+    for key, res in result.settings.items():
+        finals = [no_hashtags(e.outputs["tweet"]) for e in res.examples]
+        assert summary.loc[res.label, "no_hashtags"] == pytest.approx(100 * sum(finals) / n)
+        assert summary.loc[res.label, "metric"] == pytest.approx(100 * sum(metric(e, p) for e, p in zip(
+            dev, [dspy.Prediction(**x.outputs) for x in res.examples])) / n)
+        assert summary.loc[res.label, "lm_calls/ex"] == res.lm_calls / n
+        assert res.n_ok + res.n_failed == n
+    assert summary.loc["C+Infer w/ Assert", "no_hashtags"] > summary.loc["Vanilla", "no_hashtags"]
+    assert any(line.startswith("no_hashtags: 0% -> 100%") for line in result.headlines())
+    assert len(lm.prompts) > 0
+
+
+def test_hard_failures_are_accounted_not_raised(scripted_lm, data):
+    _, dev = data
+    scripted_lm(lambda m: {"tweet": "always #bad"})
+    hard = Constraint("no_hashtags", no_hashtags, FIX, hard=True, target=Tweet)
+    result = run_ablation(dspy.Predict(Tweet), [], dev, metric, constraints=[hard], settings="vanilla,infer_assert")
+    infer = result.settings[INFER_ASSERT]
+    assert infer.n_failed == len(dev) and infer.n_ok == 0
+    assert all("DSPyAssertionError" in e.error for e in infer.examples)
+    assert infer.constraint_stats["no_hashtags"].final_failures == len(dev)
+    assert result.settings[VANILLA].n_failed == 0
+
+
+def test_lm_faults_are_accounted(scripted_lm, data):
+    _, dev = data
+
+    def flaky(messages):
+        q = re.search(r"## question ## \]\]\n(\S+)", messages[-1]["content"]).group(1)
+        if q in ("d3", "d7"):
+            raise ConnectionError("LM went away")
+        return {"tweet": "fine"}
+
+    scripted_lm(flaky)
+    result = run_ablation(dspy.Predict(Tweet), [], dev, metric, constraints=[constraint()], settings=["vanilla"])
+    vanilla = result.settings[VANILLA]
+    assert vanilla.n_ok == 8 and vanilla.n_failed == 2
+    assert {e.index for e in vanilla.examples if not e.ok} == {3, 7}
+    assert all("LM went away" in e.error for e in vanilla.examples if not e.ok)
+
+
+def test_interrupt_leaves_a_consistent_partial_result(scripted_lm, data):
+    train, dev = data
+    scripted_lm(respond)
+
+    def progress(event: ProgressEvent):
+        if event.setting == COMPILE and event.phase == "evaluate" and event.done == 3:
+            raise KeyboardInterrupt
+
+    result = run_ablation(dspy.Predict(Tweet), train, dev, metric, constraints=[constraint()], progress=progress)
+    assert result.interrupted
+    assert list(result.settings) == [VANILLA, INFER_ASSERT]
+    assert all(r.n == len(dev) for r in result.settings.values())
+    # and the next run works
+    again = run_ablation(dspy.Predict(Tweet), train, dev, metric, constraints=[constraint()], settings="compile")
+    assert not again.interrupted and again.settings[COMPILE].n == len(dev)
+
+
+def test_progress_events_cover_every_example(scripted_lm, data):
+    train, dev = data
+    scripted_lm(respond)
+    events: list[ProgressEvent] = []
+    run_ablation(dspy.Predict(Tweet), train, dev, metric, constraints=[constraint()],
+                 settings="vanilla,compile_assert", progress=events.append, num_threads=4)
+    finished = [e for e in events if e.finished]
+    assert [e.setting for e in finished] == [VANILLA, COMPILE_ASSERT]
+    done = {e.setting: max(x.done for x in events if x.setting == e.setting and x.phase == "evaluate")
+            for e in finished}
+    assert done == {VANILLA: len(dev), COMPILE_ASSERT: len(dev)}
+    assert any(e.phase == "compile" for e in events)
+
+
+def test_settings_names_and_errors():
+    assert normalize_settings("C+Infer w/ Assert, vanilla") == (VANILLA, C_INFER_ASSERT)
+    assert normalize_settings(None) == SETTINGS
+    with pytest.raises(ValueError, match="unknown setting 'fancy'"):
+        normalize_settings("fancy")
+
+
+def test_assertion_aware_metric_penalises_soft_and_zeroes_hard(scripted_lm):
+    scripted_lm(lambda m: {"tweet": "x #tag"})
+    soft = activate_assertions(dspy.Predict(Tweet), max_backtracks=0, constraints=[constraint()])
+    pred = soft(question="q")
+    aware = assertion_aware_metric(lambda e, p, t=None: 1.0, soft_penalty=0.25)
+    assert aware(None, pred) == 0.75
+    hard = activate_assertions(
+        dspy.Predict(Tweet), max_backtracks=0,
+        constraints=[Constraint("h", no_hashtags, "x", hard=True, target=Tweet)], mode="observe",
+    )
+    assert aware(None, hard(question="q")) == 0.0
+    assert aware(None, dspy.Prediction(tweet="plain")) == 1.0
+
+
+def test_random_search_compile_with_assertions(scripted_lm, data):
+    train, _ = data
+    scripted_lm(respond)
+    outcome = compile_program(
+        dspy.Predict(Tweet), train, metric, constraints=[constraint()], optimizer="random_search",
+        num_candidate_programs=2, max_bootstrapped_demos=2, max_labeled_demos=0,
+    )
+    demos = outcome.demos["self"]
+    assert demos and all(no_hashtags(d["tweet"]) for d in demos)
+    assert outcome.lm_calls > 0 and outcome.counterexamples
+
+
+def test_compiled_program_saves_loads_and_runs_either_way(scripted_lm, data, tmp_path):
+    train, _ = data
+    scripted_lm(respond)
+    outcome = compile_program(dspy.Predict(Tweet), train, metric, constraints=[constraint()],
+                              max_bootstrapped_demos=2, max_labeled_demos=0)
+    path = tmp_path / "compiled.json"
+    outcome.program.save(str(path))
+    loaded = dspy.Predict(Tweet)
+    loaded.load(str(path))
+    assert [dict(d)["tweet"] for d in loaded.demos] == [d["tweet"] for d in outcome.demos["self"]]
+    plain = loaded(question="z")
+    assert no_hashtags(plain.tweet)
+    asserted = activate_assertions(loaded, constraints=[constraint()])
+    out = asserted(question="z")
+    assert out.tweet == plain.tweet and run_record_of(out).constraints["no_hashtags"].first_try_passes == 1
+    assert len(assertion_log(asserted)) == 1
+
+
+def test_empty_devset_and_missing_trainset_are_errors():
+    with pytest.raises(ValueError, match="dev set is empty"):
+        run_ablation(dspy.Predict(Tweet), [], [], metric)
+    with pytest.raises(ValueError, match="train set"):
+        run_ablation(dspy.Predict(Tweet), [], [dspy.Example(question="q").with_inputs("question")], metric,
+                     settings="compile")
+
+
+def test_summary_marks_unchecked_constraints_nan(scripted_lm, data):
+    _, dev = data
+    scripted_lm(lambda m: {"tweet": "x"})
+    other = Constraint("never_checked", lambda tweet: True, target=Tweet)
+    result = run_ablation(dspy.Predict(Tweet), [], dev[:2], metric, constraints=[other], settings="vanilla")
+    assert result.summary().loc["Vanilla", "never_checked"] == 100.0
+    assert math.isnan(result.summary().loc["Vanilla", "tokens/ex"]) is False
