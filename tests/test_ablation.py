@@ -11,9 +11,9 @@ import pytest
 from lmassert_magic import Constraint, activate_assertions
 from lmassert_magic.engine import assertion_log, run_record_of
 from lmassert_magic.engine.ablation import (
+    C_INFER_ASSERT,
     COMPILE,
     COMPILE_ASSERT,
-    C_INFER_ASSERT,
     INFER_ASSERT,
     SETTINGS,
     VANILLA,
@@ -101,7 +101,7 @@ def test_five_settings_against_hand_counts(scripted_lm, data):
 
     # summary table numbers equal recomputed ones
     summary = result.summary()
-    for key, res in result.settings.items():
+    for _key, res in result.settings.items():
         finals = [no_hashtags(e.outputs["tweet"]) for e in res.examples]
         assert summary.loc[res.label, "no_hashtags"] == pytest.approx(100 * sum(finals) / n)
         assert summary.loc[res.label, "metric"] == pytest.approx(100 * sum(metric(e, p) for e, p in zip(
