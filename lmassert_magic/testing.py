@@ -1,0 +1,62 @@
+"""A scripted LM for tests, benchmarks and offline demos: answers are a Python function of the prompt.
+
+DSPy's `DummyLM` answers from a fixed table; assertion tests need answers that depend on whether
+the prompt carries feedback, demos or past outputs, so `respond(messages)` decides.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dspy.clients.engines.dummy_engine import AsyncDummyEngine, DummyEngine
+from dspy.lm15 import Message, Response, TextPart, Usage
+from dspy.utils import DummyLM
+
+Respond = Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+
+class _ScriptedEngine(DummyEngine):
+    def _complete_messages(self, messages: list[dict[str, Any]]) -> Response:
+        owner = self.owner
+        if owner.latency:
+            time.sleep(owner.latency)
+        with owner._lock:
+            owner.prompts.append(messages)
+        output = owner._format_answer_fields(owner.respond(messages))
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+        completion_tokens = len(output.split())
+        return Response(
+            id=None,
+            model="scripted",
+            message=Message.assistant([TextPart(output)]),
+            finish_reason="stop",
+            usage=Usage(
+                input_tokens=prompt_tokens,
+                output_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
+            ),
+        )
+
+
+class ScriptedLM(DummyLM):
+    """`respond(messages) -> dict of output fields`; prompts are kept in `.prompts`.
+
+    `latency` sleeps per call (thread-scaling benchmarks); usage is reported as word counts
+    so token tallies are testable.
+    """
+
+    def __init__(self, respond: Respond, latency: float = 0.0) -> None:
+        super().__init__({})
+        self.respond = respond
+        self.latency = latency
+        self.prompts: list[list[dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self._engine_spec = _ScriptedEngine(self)
+        self._async_engine_spec = AsyncDummyEngine(self._engine_spec)
+
+    @staticmethod
+    def last_message(messages: list[dict[str, Any]]) -> str:
+        return str(messages[-1].get("content", ""))
