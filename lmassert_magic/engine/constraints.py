@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextvars
+import functools
 import inspect
 import threading
 from collections.abc import Callable, Mapping
@@ -47,15 +48,27 @@ def _wanted_params(fn: Callable[..., Any]) -> tuple[set[str] | None, bool]:
     return names, False
 
 
-def _select(fn: Callable[..., Any], fields: Mapping[str, Any], constraint: str) -> dict[str, Any]:
+@functools.lru_cache(maxsize=1024)
+def _params(fn: Callable[..., Any]) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """(names the callable takes or None for **kwargs, names it requires); cached: checks are hot."""
     wanted, _ = _wanted_params(fn)
     if wanted is None:
-        return dict(fields)
-    required = {
+        return None, frozenset()
+    required = frozenset(
         p.name
         for p in inspect.signature(fn).parameters.values()
         if p.default is inspect.Parameter.empty and p.name in wanted
-    }
+    )
+    return frozenset(wanted), required
+
+
+def _select(fn: Callable[..., Any], fields: Mapping[str, Any], constraint: str) -> dict[str, Any]:
+    try:
+        wanted, required = _params(fn)
+    except TypeError:  # unhashable callable
+        wanted, required = _params.__wrapped__(fn)
+    if wanted is None:
+        return dict(fields)
     missing = sorted(required - set(fields))
     if missing:
         raise ConstraintError(
@@ -120,8 +133,9 @@ class Constraint:
 
     def _call(self, fn: Callable[..., Any], kwargs: dict[str, Any], what: str) -> Any:
         def run() -> Any:
-            # LM judges inside a check must not land in the bootstrap trace.
-            with dspy.context(trace=None):
+            if dspy.settings.trace is None:
+                return fn(**kwargs)
+            with dspy.context(trace=None):  # LM judges inside a check must not land in the bootstrap trace
                 return fn(**kwargs)
 
         try:
@@ -153,8 +167,11 @@ def lm_judge(question: str, lm: Any = None, **fields: Any) -> bool:
 
     Uses the configured LM (or `lm`) with a boolean output field, so it returns a real bool.
     """
+    from .runtime import note_lm_call
+
     text = "\n".join(f"{k}: {v}" for k, v in fields.items())
     predictor = dspy.Predict(_JudgeSignature)
+    note_lm_call()
     if lm is not None:
         predictor.set_lm(lm)
     answer = predictor(text=text, question=question).answer

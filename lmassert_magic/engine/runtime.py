@@ -132,18 +132,13 @@ class _RunUsage(UsageTracker):
         return self  # DSPy copies trackers into worker threads; this run's tally must stay shared
 
 
-class _LMCallCounter(BaseCallback):
-    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        state = _current_run.get()
-        if state is not None:
-            state.record.lm_calls += 1
-        else:
-            outer = dspy.settings.get("lmassert_run_state")
-            if outer is not None:
-                outer.record.lm_calls += 1
-
-
-_LM_COUNTER = _LMCallCounter()
+def note_lm_call() -> None:
+    """Count one LM call against the current run (predictor calls count themselves; judges call this)."""
+    state = _current_run.get()
+    if state is None:
+        state = dspy.settings.get("lmassert_run_state")
+    if state is not None:
+        state.record.lm_calls += 1
 
 
 class _Backtrack(BaseException):
@@ -186,12 +181,13 @@ class _RunState:
 
     # -- predictor calls --------------------------------------------------------------------
     def name_of(self, predictor: Any) -> str:
-        return self.names.get(id(predictor)) or _predictor_label(predictor)
+        return getattr(predictor, "_lmassert_name", None) or _predictor_label(predictor)
 
     def predictor_call(self, predictor: Any, kwargs: dict[str, Any], call: Callable[..., Any]) -> Any:
         index = len(self.calls)
         name = self.name_of(predictor)
-        inputs = {k: v for k, v in kwargs.items() if k in predictor.signature.input_fields}
+        input_names = predictor.signature.input_fields
+        inputs = {k: v for k, v in kwargs.items() if k in input_names}
 
         if index < len(self.replay) and index not in self.retry_plan:
             previous = self.replay[index]
@@ -204,6 +200,7 @@ class _RunState:
             self.replay = []  # diverged: nothing further can be replayed
 
         plan = self.retry_plan.get(index)
+        self.record.lm_calls += 1
         if plan is None:
             prediction, trace_inputs = call(**kwargs), kwargs
         else:
@@ -245,7 +242,8 @@ class _RunState:
         constraints: Sequence[Constraint],
         call: Callable[..., Any],
     ) -> tuple[Any, dict[str, Any]]:
-        base_inputs = {k: v for k, v in kwargs.items() if k in predictor.signature.input_fields}
+        input_names = predictor.signature.input_fields
+        base_inputs = {k: v for k, v in kwargs.items() if k in input_names}
         feedback: list[str] = []
         attempt = self.retry_plan[index].attempt if index in self.retry_plan else 0
         while True:
@@ -286,6 +284,7 @@ class _RunState:
             if trace and trace[-1][0] is predictor:
                 trace.pop()  # the trace keeps only the accepted attempt of a step
             plan = _RetryPlan(list(feedback), outputs, attempt)
+            self.record.lm_calls += 1
             prediction, trace_inputs = self._retry(predictor, dict(kwargs), plan, call)
 
     def _budget(self, constraint: Constraint) -> int:
@@ -538,6 +537,7 @@ def guard_predictors(program: dspy.Module) -> dict[int, str]:
     names = {}
     for name, predictor in program.named_predictors():
         predictor.__class__ = _guard_class(type(predictor))
+        predictor._lmassert_name = name  # copies and pickles along with the predictor
         names[id(predictor)] = name
     return names
 
@@ -575,9 +575,7 @@ class AssertedForward:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if _current_run.get() is not None:  # a nested asserted module joins the outer run
             return self.func(*args, **kwargs)
-        program = getattr(self.func, "__self__", None)
-        names = guard_predictors(program) if isinstance(program, dspy.Module) else {}
-        return run_asserted(lambda: self.func(*args, **kwargs), self.config, names)
+        return run_asserted(lambda: self.func(*args, **kwargs), self.config)
 
 
 def run_asserted(fn: Callable[[], Any], config: RunConfig, names: dict[int, str] | None = None) -> Any:
@@ -587,10 +585,7 @@ def run_asserted(fn: Callable[[], Any], config: RunConfig, names: dict[int, str]
     error: BaseException | None = None
     try:
         usage = _RunUsage(state.record, dspy.settings.get("usage_tracker"))
-        callbacks = list(dspy.settings.get("callbacks") or [])
-        if _LM_COUNTER not in callbacks:
-            callbacks.append(_LM_COUNTER)
-        with dspy.context(usage_tracker=usage, callbacks=callbacks, lmassert_run_state=state):
+        with dspy.context(usage_tracker=usage, lmassert_run_state=state):
             result = state.run(fn)
         _attach_record(result, state.record)
         return result
