@@ -1,0 +1,65 @@
+"""Execute notebooks headless on this Python (the README's main job): `lmassert-notebook NB.ipynb ...`.
+
+Writes the executed notebook and an HTML copy to `build/` so the results are visible without
+Jupyter; exits non-zero if any cell fails, so CI catches broken notebooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def execute(path: Path, out_dir: Path, *, timeout: int, small: int | None, inplace: bool) -> Path:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    notebook = nbformat.read(path, as_version=4)
+    env_small = {"LMASSERT_SMALL": str(small)} if small else {}
+    os.environ.update(env_small)
+    client = NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent.resolve())}},
+    )
+    start = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = path if inplace else out_dir / path.name
+    nbformat.write(notebook, executed)
+    html, _ = HTMLExporter().from_notebook_node(notebook)
+    html_path = out_dir / (path.stem + ".html")
+    html_path.write_text(html, encoding="utf-8")
+    print(f"{path.name}: executed in {seconds:.0f}s -> {executed} and {html_path}")
+    return html_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lmassert-notebook", description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("build"), help="where executed copies go (default: build/)")
+    parser.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
+    parser.add_argument(
+        "--small", type=int, default=None, metavar="N",
+        help="run on N train and N dev examples (sets LMASSERT_SMALL; notebooks read it)",
+    )
+    parser.add_argument("--inplace", action="store_true", help="write outputs back into the notebook itself")
+    args = parser.parse_args(argv)
+    failed = 0
+    for nb in args.notebooks:
+        try:
+            execute(nb, args.out, timeout=args.timeout, small=args.small, inplace=args.inplace)
+        except Exception as exc:  # report every notebook, then fail
+            failed += 1
+            print(f"{nb.name}: FAILED: {type(exc).__name__}: {str(exc)[:2000]}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
