@@ -1,0 +1,248 @@
+"""Progress of a `%%compile` run: one bar per setting, advanced per example.
+
+Why so defensive: events arrive from DSPy's worker threads, the run may be in a terminal or a
+headless nbconvert kernel with no widget frontend, and a progress display must never be the
+thing that breaks a long compile. So: one lock around all state, widget updates rate-limited,
+any display error switches to plain text, and plain text is the fallback everywhere.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ..engine.ablation import LABELS, ProgressEvent
+
+#: A widget row is redrawn at most this often (seconds), except on phase changes and at the end.
+MIN_INTERVAL = 0.1
+_ORDER = {"waiting": 0, "compile": 1, "evaluate": 2}
+
+
+@dataclass
+class SettingProgress:
+    """What is known about one setting; the single source both views draw from."""
+
+    key: str
+    phase: str = "waiting"  # waiting | compile | evaluate | done | stopped
+    done: int = 0
+    total: int | None = None
+    started: float | None = None
+    finished_at: float | None = None
+    milestones: set[int] = field(default_factory=set)
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.key, self.key)
+
+    def status(self) -> str:
+        if self.phase == "waiting":
+            return "waiting"
+        if self.phase == "stopped":
+            return f"stopped ({self.done}/{self.total if self.total is not None else '?'})"
+        if self.phase == "done":
+            secs = (self.finished_at or 0) - (self.started or 0)
+            return f"done: {self.done} examples in {secs:.1f} s"
+        verb = "compiling" if self.phase == "compile" else "evaluating"
+        total = "?" if self.total is None else self.total
+        return f"{verb} {self.done}/{total}"
+
+
+class _Tracker:
+    """Thread-safe state machine over ProgressEvents; views subclass `draw`."""
+
+    def __init__(self, settings: tuple[str, ...], n_train: int, n_dev: int) -> None:
+        self.lock = threading.Lock()
+        self.n_train, self.n_dev = n_train, n_dev
+        self.rows: dict[str, SettingProgress] = {k: SettingProgress(k) for k in settings}
+
+    def update(self, event: ProgressEvent) -> None:
+        with self.lock:
+            row = self.rows.get(event.setting)
+            if row is None:
+                row = self.rows[event.setting] = SettingProgress(event.setting)
+                self.added(row)
+            if row.phase in ("done", "stopped") or _ORDER.get(event.phase, 1) < _ORDER.get(row.phase, 0):
+                return  # late event from a worker thread of an earlier phase
+            changed = row.phase != event.phase
+            if row.started is None:
+                row.started = time.perf_counter()
+            if changed:
+                row.milestones.clear()
+                row.done = 0
+            row.phase = event.phase
+            default_total = self.n_train if event.phase == "compile" else self.n_dev
+            row.total = event.total if event.total is not None else default_total
+            row.done = max(row.done, event.done) if not changed else event.done
+            if event.finished:
+                row.phase, row.finished_at = "done", time.perf_counter()
+                changed = True
+            self.draw(row, force=changed)
+
+    def close(self) -> None:
+        """Mark settings that never finished as stopped and draw the final state."""
+        with self.lock:
+            for row in self.rows.values():
+                if row.phase != "done":
+                    row.phase = "stopped"
+                    self.draw(row, force=True)
+            self.finish()
+
+    # views override these (called with the lock held)
+    def added(self, row: SettingProgress) -> None:
+        pass
+
+    def draw(self, row: SettingProgress, force: bool) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class TextProgress(_Tracker):
+    """Plain lines: a setting's phase start, every quarter of a long phase, and its end."""
+
+    def __init__(self, settings: tuple[str, ...], n_train: int, n_dev: int, stream: TextIO | None = None) -> None:
+        super().__init__(settings, n_train, n_dev)
+        self.stream = stream if stream is not None else sys.stdout
+        self.lines: list[str] = []
+        n = len(settings)
+        self._emit(f"[lmassert] running {n} setting{'s' if n != 1 else ''} on {n_dev} dev examples"
+                   f" ({n_train} train)")
+
+    def _emit(self, line: str) -> None:
+        self.lines.append(line)
+        try:
+            print(line, file=self.stream, flush=True)
+        except Exception:
+            pass
+
+    def draw(self, row: SettingProgress, force: bool) -> None:
+        if row.phase == "waiting":
+            return
+        if force:
+            if row.phase == "stopped" and row.started is None:
+                self._emit(f"[lmassert] {row.label}: not run")
+            else:
+                self._emit(f"[lmassert] {row.label}: {row.status()}")
+            return
+        total = row.total or 0
+        if total >= 8 and row.done:
+            quarter = 4 * row.done // total
+            if 0 < quarter < 4 and quarter not in row.milestones:
+                row.milestones.add(quarter)
+                self._emit(f"[lmassert] {row.label}: {row.status()}")
+
+
+class WidgetProgress(_Tracker):
+    """One ipywidgets row per setting: name, bar, status; an overall line on top."""
+
+    def __init__(self, settings: tuple[str, ...], n_train: int, n_dev: int) -> None:
+        import ipywidgets as W
+
+        super().__init__(settings, n_train, n_dev)
+        self._W = W
+        self._last: dict[str, float] = {}
+        self.title = W.HTML(self._title())
+        self.bars: dict[str, Any] = {}
+        self.labels: dict[str, Any] = {}
+        self.box = W.VBox([self.title] + [self._make_row(r) for r in self.rows.values()])
+        self.box.add_class("lmassert-progress")
+
+    def _title(self) -> str:
+        done = sum(1 for r in self.rows.values() if r.phase == "done")
+        return f"<b>lmassert</b>: {done}/{len(self.rows)} settings done · {self.n_dev} dev examples"
+
+    def _make_row(self, row: SettingProgress) -> Any:
+        W = self._W
+        bar = W.IntProgress(value=0, min=0, max=max(1, self.n_dev), layout=W.Layout(width="260px"))
+        status = W.Label(row.status())
+        self.bars[row.key], self.labels[row.key] = bar, status
+        return W.HBox([W.Label(row.label, layout=W.Layout(width="150px")), bar, status])
+
+    def added(self, row: SettingProgress) -> None:
+        self.box.children = (*self.box.children, self._make_row(row))
+
+    def draw(self, row: SettingProgress, force: bool) -> None:
+        now = time.perf_counter()
+        if not force and now - self._last.get(row.key, 0.0) < MIN_INTERVAL:
+            return
+        self._last[row.key] = now
+        bar, status = self.bars[row.key], self.labels[row.key]
+        total = max(1, row.total or 1)
+        if bar.max != total:
+            bar.max = total
+        bar.value = min(row.done, total)
+        bar.bar_style = {"compile": "info", "evaluate": "", "done": "success", "stopped": "warning"}.get(row.phase, "")
+        status.value = row.status()
+        self.title.value = self._title()
+
+    def finish(self) -> None:
+        for row in self.rows.values():  # flush rows whose last update was rate-limited
+            self.draw(row, force=True)
+        self.title.value = self._title()
+
+
+def _make_view(settings: tuple[str, ...], n_train: int, n_dev: int, mode: str) -> _Tracker:
+    if mode == "off":
+        return _Tracker(settings, n_train, n_dev)
+    if mode in ("auto", "widget"):
+        from . import widget_frontend_available
+
+        if mode == "widget" or widget_frontend_available():
+            try:
+                view = WidgetProgress(settings, n_train, n_dev)
+                from IPython.display import display
+
+                display(view.box)
+                return view
+            except Exception:
+                pass
+    return TextProgress(settings, n_train, n_dev)
+
+
+@contextmanager
+def progress_reporter(
+    settings: tuple[str, ...], n_train: int, n_dev: int, *, mode: str = "auto"
+) -> Iterator[Callable[[ProgressEvent], None]]:
+    """Yield a callback for `run_ablation(progress=...)` that draws per-setting, per-example progress.
+
+    `mode`: 'auto' (widgets in a Jupyter kernel, else text), 'widget', 'text' or 'off'. The
+    callback is thread-safe and never raises; a failing widget falls back to text lines.
+    """
+    settings = tuple(settings)
+    view = _make_view(settings, n_train, n_dev, mode)
+    state = {"view": view}
+
+    def callback(event: ProgressEvent) -> None:
+        try:
+            state["view"].update(event)
+        except Exception:
+            # The widget stack failed mid-run: carry on in text, from the state we had.
+            old = state["view"]
+            if isinstance(old, TextProgress):
+                return
+            text = TextProgress(settings, n_train, n_dev)
+            with old.lock:
+                text.rows = old.rows
+            state["view"] = text
+            try:
+                text.update(event)
+            except Exception:
+                pass
+
+    callback.view = view  # type: ignore[attr-defined]  # for tests and callers that want the widget
+    try:
+        yield callback
+    finally:
+        try:
+            state["view"].close()
+        except Exception:
+            pass
+
+
+__all__ = ["MIN_INTERVAL", "SettingProgress", "TextProgress", "WidgetProgress", "progress_reporter"]

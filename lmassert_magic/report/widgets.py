@@ -1,0 +1,154 @@
+"""The ipywidgets view of a report: tabs, a constraint filter and pages.
+
+Why pages: a compile can leave thousands of demos and counterexamples; rendering one page at a
+time keeps building the widget and switching filters fast. Every HTML widget value is produced by
+`report.html`, which escapes all LM and user text (the `HTML` widget injects its value raw).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import ipywidgets as W
+
+from ..engine.ablation import AblationResult
+from ..engine.records import Counterexample
+from . import html as H
+
+T = TypeVar("T")
+PAGE_SIZE = 20
+ALL = "__all__"
+
+
+class Pager(W.VBox, Generic[T]):
+    """A page of items rendered to HTML, with previous/next buttons and an 'x–y of n' label."""
+
+    def __init__(self, items: Sequence[T], render: Callable[[Sequence[T]], str], page_size: int = PAGE_SIZE,
+                 **kwargs: Any) -> None:
+        self._items: Sequence[T] = items
+        self._render = render
+        self.page_size = max(1, page_size)
+        self.page = 0
+        self.prev_button = W.Button(description="◀ previous", layout=W.Layout(width="auto"))
+        self.next_button = W.Button(description="next ▶", layout=W.Layout(width="auto"))
+        self.position = W.Label()
+        self.body = W.HTML()
+        self.prev_button.on_click(lambda _: self.go(self.page - 1))
+        self.next_button.on_click(lambda _: self.go(self.page + 1))
+        controls = W.HBox([self.prev_button, self.position, self.next_button])
+        super().__init__([controls, self.body], **kwargs)
+        self.go(0)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-len(self._items) // self.page_size))
+
+    @property
+    def items(self) -> Sequence[T]:
+        return self._items
+
+    @items.setter
+    def items(self, items: Sequence[T]) -> None:
+        self._items = items
+        self.go(0)
+
+    def go(self, page: int) -> None:
+        """Show page `page` (clamped)."""
+        self.page = min(max(0, page), self.pages - 1)
+        start = self.page * self.page_size
+        chunk = self._items[start : start + self.page_size]
+        n = len(self._items)
+        self.position.value = f"{start + 1}–{start + len(chunk)} of {n}" if n else "0 of 0"
+        self.prev_button.disabled = self.page == 0
+        self.next_button.disabled = self.page >= self.pages - 1
+        self.body.value = self._render(chunk)
+
+
+class ReportWidget(W.VBox):
+    """The report as widgets; parts are attributes so tests (and users) can reach them."""
+
+    def __init__(self, result: AblationResult, page_size: int = PAGE_SIZE) -> None:
+        self.result = result
+        rows = H.setting_rows(result)
+        self.banner = W.HTML(H.banner_html(result))
+        self.headline = W.HTML(H.headline_html(result))
+        self.passrates = W.HTML(H.passrate_table_html(result, rows))
+        self.chart = W.HTML(H.chart_svg(result, rows))
+        passrate_tab = W.VBox([self.passrates, self.chart])
+
+        # demos: filter by (setting, predictor)
+        self._demo_items = [
+            (setting, predictor, i, demo)
+            for setting, predictor, demos in H.demo_groups(result)
+            for i, demo in enumerate(demos)
+        ]
+        demo_options: list[tuple[str, Any]] = [(f"all ({len(self._demo_items)})", ALL)]
+        for setting, predictor, demos in H.demo_groups(result):
+            cx = sum(1 for d in demos if "feedback" in d)
+            demo_options.append((f"{setting} · {predictor} ({len(demos)}, {cx} from counterexamples)",
+                                 (setting, predictor)))
+        self.demo_filter = W.Dropdown(options=demo_options, value=ALL, description="demos of")
+        self.demo_pager: Pager[Any] = Pager(self._demo_items, H.demos_items_html, page_size)
+        self.demo_filter.observe(self._filter_demos, names="value")
+        demos_tab = W.VBox([self.demo_filter, self.demo_pager])
+
+        # counterexamples: filter by constraint and by phase
+        self._cx_items = result.all_counterexamples()
+        names: dict[str, list[Counterexample]] = {}
+        phases: dict[str, int] = {}
+        for phase, c in self._cx_items:
+            names.setdefault(c.constraint, []).append(c)
+            phases[phase] = phases.get(phase, 0) + 1
+        self.constraint_filter = W.Dropdown(
+            options=[(f"all constraints ({len(self._cx_items)})", ALL)] + [
+                (f"{name} ({'hard' if cs[0].hard else 'soft'}; {len(cs)}, {sum(c.fixed for c in cs)} fixed)", name)
+                for name, cs in names.items()
+            ],
+            value=ALL, description="constraint",
+        )
+        self.phase_filter = W.Dropdown(
+            options=[(f"all phases ({len(self._cx_items)})", ALL)] + [(f"{p} ({n})", p) for p, n in phases.items()],
+            value=ALL, description="phase",
+        )
+        self.cx_pager: Pager[Any] = Pager(self._cx_items, H.counterexample_rows_html, page_size)
+        self.constraint_filter.observe(self._filter_cx, names="value")
+        self.phase_filter.observe(self._filter_cx, names="value")
+        cx_tab = W.VBox([W.HBox([self.constraint_filter, self.phase_filter]), self.cx_pager])
+
+        # failed examples
+        self._failures = H.failed_examples(result)
+        self.failures_pager: Pager[Any] = Pager(self._failures, H.failures_rows_html, page_size)
+
+        self.tabs = W.Tab(children=[passrate_tab, demos_tab, cx_tab, self.failures_pager])
+        for i, title in enumerate((
+            "Pass rates",
+            f"Demos ({len(self._demo_items)})",
+            f"Counterexamples ({len(self._cx_items)})",
+            f"Failed examples ({len(self._failures)})",
+        )):
+            self.tabs.set_title(i, title)
+        children = [w for w in (self.banner, self.headline) if w.value] + [self.tabs]
+        super().__init__(children)
+        self.add_class("lmassert-report-widget")
+
+    def _filter_demos(self, change: dict[str, Any]) -> None:
+        want = change["new"]
+        self.demo_pager.items = (
+            self._demo_items if want == ALL else [d for d in self._demo_items if (d[0], d[1]) == tuple(want)]
+        )
+
+    def _filter_cx(self, change: dict[str, Any] | None = None) -> None:
+        name, phase = self.constraint_filter.value, self.phase_filter.value
+        self.cx_pager.items = [
+            (p, c) for p, c in self._cx_items
+            if (name == ALL or c.constraint == name) and (phase == ALL or p == phase)
+        ]
+
+
+def build_widget(result: AblationResult, page_size: int = PAGE_SIZE) -> ReportWidget:
+    """Build the ipywidgets UI for `result`."""
+    return ReportWidget(result, page_size)
+
+
+__all__ = ["ALL", "PAGE_SIZE", "Pager", "ReportWidget", "build_widget"]
