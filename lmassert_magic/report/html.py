@@ -74,7 +74,10 @@ def esc(value: Any) -> str:
 
 
 def text_html(value: Any, limit: int = TEXT_LIMIT) -> str:
-    """Escaped text; past `limit` characters the rest sits behind a <details> expand control."""
+    """Escaped text; past `limit` characters the rest sits behind a <details> expand control.
+
+    The summary shows the head and the expanded part only the remainder, so long text is not stored twice.
+    """
     text = clean(to_text(value))
     if len(text) <= limit:
         return f'<span style="{_VALUE}">{html.escape(text, quote=True)}</span>'
@@ -82,7 +85,7 @@ def text_html(value: Any, limit: int = TEXT_LIMIT) -> str:
     return (
         f'<details class="lmassert-more"><summary style="{_VALUE}">{head}… '
         f"<em>(+{len(text) - limit} chars)</em></summary>"
-        f'<div style="{_VALUE}">{html.escape(text, quote=True)}</div></details>'
+        f'<div style="{_VALUE}">…{html.escape(text[limit:], quote=True)}</div></details>'
     )
 
 
