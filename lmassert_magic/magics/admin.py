@@ -1,0 +1,179 @@
+"""`%lmassert list | show NAME | remove NAME | reset | export NAME PATH`: look after the registry.
+
+Nothing in the line is expanded (`{x}` / `$x` stay as written).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from IPython.core.magic import line_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.display import display
+
+from ..export import export_program
+from ..registry import CompileRecord, ConstraintEntry, SignatureEntry
+from .parsing import RegistryMagics, fail, parse_line, user_errors
+
+USAGE = {
+    "list": "%lmassert list",
+    "show": "%lmassert show NAME",
+    "remove": "%lmassert remove NAME",
+    "reset": "%lmassert reset",
+    "export": "%lmassert export NAME PATH",
+}
+ARITY = {"list": 0, "show": 1, "remove": 1, "reset": 0, "export": 2}
+
+
+def _signature_line(entry: SignatureEntry) -> str:
+    spec = entry.spec
+    cot = ", ChainOfThought" if spec.cot else ""
+    return f"  {spec.name}: {spec.shorthand()}  (v{entry.version}{cot})"
+
+
+def _constraint_line(entry: ConstraintEntry) -> str:
+    spec = entry.spec
+    budget = "default" if spec.max_backtracks is None else str(spec.max_backtracks)
+    limit = "none" if spec.timeout is None else f"{spec.timeout:g}s"
+    return f"  {spec.name}: {spec.kind} on {spec.target}  (backtracks {budget}, timeout {limit})"
+
+
+def _program_line(record: CompileRecord) -> str:
+    chain = " >> ".join(s.ref for s in record.steps)
+    flags = []
+    if record.interrupted:
+        flags.append("interrupted")
+    if record.stale:
+        flags.append(f"STALE: {record.stale}")
+    extra = f"  [{'; '.join(flags)}]" if flags else ""
+    return f"  {record.name}: {chain}{extra}"
+
+
+@magics_class
+class AdminMagics(RegistryMagics):
+    """The `%lmassert` line magic."""
+
+    @line_magic("lmassert")
+    @no_var_expand
+    @magic_arguments(name="%lmassert")
+    @argument("command", nargs="?", default="list", help="list | show NAME | remove NAME | reset | export NAME PATH")
+    @argument("args", nargs="*", help="NAME, or NAME PATH for export")
+    def lmassert(self, line: str) -> None:
+        """Look after what %%signature, %%assert and %%compile registered.
+
+        %lmassert list                 signatures, constraints and compiled programs (stale ones marked)
+        %lmassert show NAME            the definition (the cell) and, for a program, its results
+        %lmassert remove NAME          forget NAME (a signature takes its constraints with it) and
+                                       delete the notebook variable if it still holds the registered object
+        %lmassert reset                forget everything (like remove, for every name)
+        %lmassert export NAME PATH     write NAME.json (DSPy save) and NAME.py (rebuilds the program
+                                       with dspy and lmassert_magic only) to the directory PATH, or to
+                                       PATH itself if it ends in .py
+
+        Nothing in the line is expanded: `{x}` and `$x` stay as written (@no_var_expand).
+        """
+        args = parse_line(self.lmassert, line)
+        command = args.command
+        if command not in ARITY:
+            fail(f"unknown command {command!r} (list, show, remove, reset, export)", 1, name=command,
+                 candidates=ARITY)
+        if len(args.args) != ARITY[command]:
+            fail(f"usage: {USAGE[command]}", 1)
+        getattr(self, f"_cmd_{command}")(*args.args)
+
+    # -- commands ----------------------------------------------------------------------------
+    def _cmd_list(self) -> None:
+        reg = self.registry
+        sections = [
+            ("Signatures", [_signature_line(e) for _, e in sorted(reg.signatures.items())]),
+            ("Constraints", [_constraint_line(e) for _, e in sorted(reg.constraints.items())]),
+            ("Programs", [_program_line(r) for _, r in sorted(reg.programs.items())]),
+        ]
+        if not any(lines for _, lines in sections):
+            print("Nothing registered yet: start with %%signature NAME.")
+            return
+        for title, lines in sections:
+            print(f"{title}:")
+            print("\n".join(lines) if lines else "  (none)")
+
+    def _known(self, name: str) -> str:
+        kind = self.registry.kind_of(name)
+        if kind is None:
+            fail(f"nothing is registered as {name!r}", 1, name=name, candidates=self.registry.names())
+        return kind
+
+    def _cmd_show(self, name: str) -> None:
+        kind = self._known(name)
+        reg = self.registry
+        if kind == "signature":
+            entry = reg.signatures[name]
+            flags = " --cot" if entry.spec.cot else ""
+            print(f"%%signature {name}{flags}\n{entry.spec.source.rstrip()}\n")
+            print(f"fields: {entry.spec.shorthand()}  (version {entry.version})")
+            cons = [e.spec.name for e in reg.constraints_on(name)]
+            print(f"constraints: {', '.join(cons) or 'none'}")
+            print(f"used by: {', '.join(reg.dependents_of(name)) or 'no compiled program'}")
+        elif kind == "constraint":
+            spec = reg.constraints[name].spec
+            flags = f" --name {name} --{spec.kind}"
+            if spec.max_backtracks is not None:
+                flags += f" --backtracks {spec.max_backtracks}"
+            print(f"%%assert {spec.target}{flags}\n{spec.source.rstrip()}\n")
+            print(_constraint_line(reg.constraints[name]).strip())
+        else:
+            record = reg.programs[name]
+            opts = record.option_dict
+            line = f"%%compile {name} --train {opts.get('train')} --dev {opts.get('dev')} --metric {opts.get('metric')}"
+            print(f"{line}\n{record.pipeline.source.rstrip()}\n")
+            print(f"settings: {', '.join(opts.get('settings') or [])}; optimizer: {opts.get('optimizer')}; "
+                  f"backtracks: {opts.get('backtracks')}")
+            print(f"constraints: {', '.join(c.name for c in record.constraints) or 'none'}")
+            for note in record.skipped:
+                print(f"  {note}")
+            if record.interrupted:
+                print("interrupted: the results are partial")
+            if record.stale:
+                print(f"STALE: {record.stale}; re-run its %%compile cell")
+            summary: Any = record.report if record.report is not None else record.result.summary()
+            display(summary)
+
+    def _cmd_remove(self, name: str) -> None:
+        kind = self._known(name)
+        reg = self.registry
+        bound = self._bound_objects([name]) if kind != "constraint" else {}
+        with user_errors():
+            notes = reg.remove(name)
+        for n, value in bound.items():
+            if self.unbind(n, value):
+                notes.append(f"deleted notebook variable {n}")
+        print("\n".join(notes))
+
+    def _cmd_reset(self) -> None:
+        reg = self.registry
+        bound = self._bound_objects(list(reg.signatures) + list(reg.programs))
+        count = len(reg.names())
+        reg.reset()
+        gone = [n for n, value in bound.items() if self.unbind(n, value)]
+        print(f"Registry reset: forgot {count} definition(s)"
+              + (f"; deleted notebook variable(s) {', '.join(gone)}" if gone else ""))
+
+    def _cmd_export(self, name: str, path: str) -> None:
+        try:
+            with user_errors():
+                result = export_program(self.registry, name, path, self.user_ns)
+        except OSError as exc:
+            fail(f"cannot write the export to {path!r}: {exc}", 1)
+        print(f"Exported {name}: {result.py_path} and {result.json_path}")
+        for note in result.notes:
+            print(f"Note: {note}")
+
+    def _bound_objects(self, names: list[str]) -> dict[str, Any]:
+        """What the extension bound in the notebook for these names (signature classes, programs)."""
+        reg = self.registry
+        out: dict[str, Any] = {}
+        for name in names:
+            if name in reg.signatures:
+                out[name] = reg.signatures[name].cls
+            elif name in reg.programs and reg.programs[name].program is not None:
+                out[name] = reg.programs[name].program
+        return out

@@ -1,0 +1,209 @@
+"""`%%compile NAME`: assemble a pipeline from registered signatures and run the five-setting ablation.
+
+Thin: parse the cell, let the registry build the program and pick its constraints, call
+`engine.run_ablation`, record the result. Nothing in the line or the body is expanded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import dspy
+from IPython.core.magic import cell_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.display import display
+
+from ..engine.ablation import (
+    C_INFER_ASSERT,
+    COMPILE,
+    COMPILE_ASSERT,
+    INFER_ASSERT,
+    SETTINGS,
+    AblationResult,
+    normalize_settings,
+    run_ablation,
+)
+from ..engine.compile import OPTIMIZERS
+from ..registry import PipelinePlan, PipelineSpec, activated_copy
+from .parsing import (
+    RegistryMagics,
+    check_identifier,
+    fail,
+    parse_line,
+    parse_pipeline_body,
+    user_errors,
+)
+
+
+class CompileFailed(RuntimeError):
+    """Every example failed in every setting (e.g. the LM is unreachable): a real failure, not a report."""
+
+
+def ensure_lm() -> Any:
+    """The LM to run with: `lmassert_magic.lm.ensure_lm()` (which may start the embedded model)."""
+    try:
+        from ..lm import ensure_lm as _ensure
+    except ImportError:
+        _ensure = None
+    if _ensure is None:
+        if dspy.settings.lm is None:
+            fail("no LM is configured: run %lm (or dspy.configure(lm=...)) first")
+        return dspy.settings.lm
+    return _ensure()
+
+
+def choose_program(result: AblationResult, plan: PipelinePlan, max_backtracks: int) -> dspy.Module | None:
+    """The program bound to NAME: the most compiled one available, activated when the run used assertions.
+
+    Compiled with assertions (compile_assert / c_infer_assert) -> that program, activated: the
+    C+Infer w/ Assert program. Else compiled without -> that one; else the uncompiled pipeline.
+    Those two are activated only if infer_assert ran.
+    """
+    programs = result.programs
+    ran = set(result.settings)
+    if COMPILE_ASSERT in programs:
+        return activated_copy(programs[COMPILE_ASSERT], plan.constraints, max_backtracks)
+    base = programs.get(COMPILE)
+    if base is None:
+        if not ran:
+            return None
+        base = plan.program
+    if INFER_ASSERT in ran or C_INFER_ASSERT in ran:
+        return activated_copy(base, plan.constraints, max_backtracks)
+    return base.deepcopy()
+
+
+def _examples(value: Any, flag: str) -> list[dspy.Example]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        fail(f"{flag} must name a list of dspy.Example, got a {type(value).__name__}", 1)
+    items = list(value)
+    for i, ex in enumerate(items):
+        if not isinstance(ex, dspy.Example):
+            fail(f"{flag}: item {i} is a {type(ex).__name__}, not a dspy.Example; build them with "
+                 "dspy.Example(...).with_inputs(...)", 1)
+        try:
+            ex.inputs()
+        except ValueError:
+            fail(f"{flag}: item {i} has no input fields; call .with_inputs('question', ...) on the examples", 1)
+    return items
+
+
+@magics_class
+class CompileMagics(RegistryMagics):
+    """The `%%compile` cell magic."""
+
+    @cell_magic("compile")
+    @no_var_expand
+    @magic_arguments(name="%%compile")
+    @argument("name", help="the notebook variable the compiled program is bound to")
+    @argument("--train", required=True, help="notebook variable: list of dspy.Example to compile on")
+    @argument("--dev", required=True, help="notebook variable: list of dspy.Example to evaluate on")
+    @argument("--metric", required=True, help="notebook function metric(example, prediction[, trace])")
+    @argument("--optimizer", choices=OPTIMIZERS, default="bootstrap",
+              help="bootstrap (BootstrapFewShot) or random_search (BootstrapFewShotWithRandomSearch)")
+    @argument("--settings", default=None,
+              help=f"comma list of settings to run (default: all): {','.join(SETTINGS)}")
+    @argument("--backtracks", "-b", type=int, default=2, help="backtracks per failing constraint (default 2)")
+    @argument("--threads", type=int, default=1, help="parallel examples (default 1)")
+    @argument("-o", "--output", default=None, help="notebook variable to store the report in")
+    def compile_magic(self, line: str, cell: str) -> None:
+        """Build the pipeline in the body and run the five-setting ablation on it.
+
+        The body is the pipeline: registered signatures and plain Python callables (retrievers,
+        formatters) joined with `>>` (or one per line), wired by field name::
+
+            %%compile tweeter --train trainset --dev devset --metric quality
+            retrieve >> GenerateTweet
+
+        or the name of a dspy.Module subclass (or instance) from the notebook that uses registered
+        signatures. Wiring: each signature step takes its input fields from what the examples'
+        inputs and earlier steps provide; a callable gets the fields its parameters name and returns
+        a dict (merged), or a single value that goes to the one missing input of the next step.
+        Constraints (%%assert) on the signatures used are attached; others are skipped with a note.
+
+        NAME is bound to the compiled program: the C+Infer w/ Assert program (compiled with
+        assertions, backtracking on) when that was compiled, else the most compiled program run.
+        The report is displayed and, with -o VAR, stored. On interrupt (Kernel > Interrupt) the
+        partial report is stored and shown and KeyboardInterrupt is re-raised; NAME is not bound.
+        If every example fails in every setting (e.g. the LM is down) the cell fails and nothing is
+        recorded. Nothing in the line or body is expanded: `{x}` and `$x` stay as written
+        (@no_var_expand).
+        """
+        args = parse_line(self.compile_magic, line)
+        name = check_identifier(args.name, "the program name")
+        if args.output is not None:
+            check_identifier(args.output, "-o")
+            if args.output == name:
+                fail("-o must differ from NAME (NAME gets the program, -o the report)", 1)
+        if args.backtracks < 0:
+            fail("--backtracks must be 0 or more", 1)
+        if args.threads < 1:
+            fail("--threads must be 1 or more", 1)
+        try:
+            settings = normalize_settings(args.settings)
+        except ValueError as exc:
+            fail(f"--settings: {exc}", 1)
+        steps = parse_pipeline_body(cell)
+
+        trainset = _examples(self.lookup(args.train, "--train", predicate=lambda v: isinstance(v, (list, tuple))),
+                             "--train")
+        devset = _examples(self.lookup(args.dev, "--dev", predicate=lambda v: isinstance(v, (list, tuple))), "--dev")
+        metric = self.lookup(args.metric, "--metric", predicate=callable)
+        if not callable(metric):
+            fail(f"--metric {args.metric!r} is a {type(metric).__name__}, not a function", 1)
+        if not devset:
+            fail("--dev: the dev set is empty", 1)
+        needs_train = any(s in settings for s in (COMPILE, COMPILE_ASSERT, C_INFER_ASSERT))
+        if needs_train and not trainset:
+            fail("--train: the train set is empty (the compile settings need examples)", 1)
+        self.check_bindable(name, lambda v: isinstance(v, dspy.Module) or v is None, "compiled program")
+
+        spec = PipelineSpec(name, steps, cell)
+        inputs = sorted(devset[0].inputs().keys())
+        with user_errors():
+            plan = self.registry.plan_pipeline(spec, self.user_ns, example_inputs=inputs)
+        for note in plan.skipped:
+            print(f"Note: {note}")
+
+        lm = ensure_lm()
+        try:
+            from ..report import CompileReport, progress_reporter
+        except ImportError:
+            CompileReport = progress_reporter = None  # noqa: N806
+
+        lm_context = dspy.context(lm=lm) if lm is not None and dspy.settings.lm is not lm else contextlib.nullcontext()
+        reporter = (progress_reporter(settings, len(trainset), len(devset)) if progress_reporter is not None
+                    else contextlib.nullcontext(None))
+        with lm_context, reporter as progress:
+            result = run_ablation(
+                plan.program, trainset, devset, metric,
+                constraints=plan.constraints, settings=settings, max_backtracks=args.backtracks,
+                optimizer=args.optimizer, num_threads=args.threads, progress=progress,
+            )
+        examples = [e for s in result.settings.values() for e in s.examples]
+        if examples and all(not e.ok for e in examples):
+            raise CompileFailed(f"every example failed in every setting; the first error: {examples[0].error}")
+
+        program = choose_program(result, plan, args.backtracks)
+        report = CompileReport(result) if CompileReport is not None else None
+        options = {
+            "train": args.train, "dev": args.dev, "metric": args.metric, "optimizer": args.optimizer,
+            "settings": list(settings), "backtracks": args.backtracks, "threads": args.threads,
+            "output": args.output,
+        }
+        with user_errors():
+            self.registry.record_compile(plan, result=result, program=program, options=options, report=report,
+                                         interrupted=result.interrupted)
+        if not result.interrupted and program is not None:
+            self.user_ns[name] = program
+        if args.output is not None:
+            self.user_ns[args.output] = report if report is not None else result
+        display(report if report is not None else result.summary())
+        if result.interrupted:
+            done = ", ".join(result.settings) or "none"
+            print(f"Interrupted: partial results stored (settings finished: {done}); {name} was not bound.")
+            raise KeyboardInterrupt
+        attached = ", ".join(plan.attached) or "none"
+        print(f"{name}: {plan.program.__class__.__name__} with constraints {attached}")
