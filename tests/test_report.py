@@ -308,7 +308,7 @@ def test_interrupted_result_says_so() -> None:
     assert "partial result" in banner and "Compile, Compile w/ Assert, C+Infer w/ Assert" in banner
     assert "INTERRUPTED" in report.text()
     w = report.widget()
-    assert w.children[0] is w.banner and "Interrupted" in w.banner.value
+    assert w.children[1] is w.banner and "Interrupted" in w.banner.value
     assert report.interrupted
 
 
@@ -388,12 +388,13 @@ def test_text_report_for_a_terminal() -> None:
 def test_widget_tabs_titles_and_parts() -> None:
     w = CompileReport(hand_result()).widget()
     assert [w.tabs.get_title(i) for i in range(len(w.tabs.children))] == [
-        "Pass rates", "Demos (6)", "Counterexamples (16)", "Failed examples (2)"
+        "Pass rates", "Demos (6)", "Counterexamples", "Failures (2)"
     ]
     assert w.tabs.children[0].children == (w.passrates, w.chart)
     assert 'class="lmassert-passrates"' in w.passrates.value and "<svg" in w.chart.value
     assert "no_hashtags: 25% -> 100%" in visible_text(w.headline.value)
-    assert w.children == (w.headline, w.tabs)
+    assert w.children == (w.title, w.headline, w.tabs)
+    assert visible_text(w.title.value) == "LM Assertions report — 5 settings, 4 dev examples"
 
 
 def test_widget_counterexample_filter_and_pages() -> None:
@@ -414,7 +415,7 @@ def test_widget_counterexample_filter_and_pages() -> None:
     f.value = "short"
     assert pager.position.value == "1–3 of 3" and pager.next_button.disabled
     assert visible_text(pager.body.value).count("Be short.") == 3
-    assert pager.body.value.count("not fixed") == 3
+    assert pager.body.value.count('class="lmassert-not-fixed"') == 3
     f.value = "no_hashtags"
     w.phase_filter.value = "compile"
     assert pager.position.value == "0 of 0" and "No counterexamples." in pager.body.value

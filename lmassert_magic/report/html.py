@@ -39,8 +39,8 @@ SOFT_COLOR = "#1f6f8b"
 _BASE_STYLE = "font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:13px;line-height:1.4"
 _CELL = "border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left"
 _NUM = "border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:right;font-variant-numeric:tabular-nums"
-_VALUE = ("white-space:pre-wrap;overflow-wrap:break-word;font-family:ui-monospace,Menlo,Consolas,monospace;"
-          "font-size:12px")
+_VALUE = ("white-space:pre-wrap;overflow-wrap:break-word;line-height:1.35;"
+          "font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px")
 _TABLE = "border-collapse:collapse;margin:4px 0"
 
 # Invisible or direction-changing characters that can make shown text lie about what it is.
@@ -433,32 +433,34 @@ def demos_html(result: AblationResult, row_limit: int = ROW_LIMIT) -> str:
 
 
 def counterexample_rows_html(items: Sequence[tuple[str, Counterexample]], limit: int = TEXT_LIMIT) -> str:
-    """A table of counterexamples: where, inputs, failing output, feedback, fixed output or 'not fixed'."""
+    """Counterexamples as cards (a wide table overflows a notebook): where, inputs, failing output,
+    feedback, and the fixed output or 'not fixed'."""
     if not items:
         return "<p><em>No counterexamples.</em></p>"
-    head = "".join(
-        f'<th style="{_CELL}">{h}</th>'
-        for h in ("phase", "constraint", "predictor", "inputs", "failing output", "feedback", "fixed output")
-    )
-    body = []
+    label = f"{_CELL};font-weight:600;white-space:nowrap;width:1%"
+    cards = []
     for phase, c in items:
-        fixed = (
-            fields_html(c.fixed_outputs, limit) if c.fixed_outputs is not None
-            else f'<b class="lmassert-not-fixed" style="color:{HARD_COLOR}">not fixed</b>'
+        color = HARD_COLOR if c.hard else SOFT_COLOR
+        if c.fixed_outputs is not None:
+            status = '<b class="lmassert-fixed" style="color:#2e7d32">fixed</b>'
+            fixed = fields_html(c.fixed_outputs, limit)
+        else:
+            status = f'<b class="lmassert-not-fixed" style="color:{HARD_COLOR}">not fixed</b>'
+            fixed = f'<em style="color:{HARD_COLOR}">not fixed</em>'
+        cards.append(
+            f'<div class="lmassert-cx" style="border:1px solid #ccc;border-left:4px solid {color};'
+            f'padding:4px 8px;margin:6px 0">'
+            f"<div><b>{esc(c.constraint)}</b> {kind_badge(c.hard)} · {esc(phase)} · predictor "
+            f"<code>{esc(c.predictor)}</code> · {status}</div>"
+            f'<table style="{_TABLE};width:100%">'
+            f'<tr><th style="{label}">inputs</th><td style="{_CELL}">{fields_html(c.inputs, limit)}</td></tr>'
+            f'<tr><th style="{label}">failing output</th>'
+            f'<td style="{_CELL}">{fields_html(c.failing_outputs, limit)}</td></tr>'
+            f'<tr><th style="{label}">feedback</th><td style="{_CELL}">{text_html(c.feedback, limit)}</td></tr>'
+            f'<tr><th style="{label}">fixed output</th><td style="{_CELL}">{fixed}</td></tr>'
+            "</table></div>"
         )
-        body.append(
-            f'<tr class="lmassert-cx"><td style="{_CELL}">{esc(phase)}</td>'
-            f'<td style="{_CELL}">{esc(c.constraint)}<br>{kind_badge(c.hard)}</td>'
-            f'<td style="{_CELL}">{esc(c.predictor)}</td>'
-            f'<td style="{_CELL}">{fields_html(c.inputs, limit)}</td>'
-            f'<td style="{_CELL}">{fields_html(c.failing_outputs, limit)}</td>'
-            f'<td style="{_CELL}">{text_html(c.feedback, limit)}</td>'
-            f'<td style="{_CELL}">{fixed}</td></tr>'
-        )
-    return (
-        f'<table class="lmassert-counterexamples" style="{_TABLE}"><thead><tr>{head}</tr></thead>'
-        f'<tbody>{"".join(body)}</tbody></table>'
-    )
+    return f'<div class="lmassert-counterexamples">{"".join(cards)}</div>'
 
 
 def counterexamples_html(result: AblationResult, row_limit: int = ROW_LIMIT) -> str:
@@ -510,20 +512,22 @@ def _section(title: str, body: str, open_: bool, cls: str) -> str:
     )
 
 
+def report_title(result: AblationResult) -> str:
+    n = len(result.settings)
+    n_dev = max((r.n for r in result.settings.values()), default=0)
+    return (f"LM Assertions report — {n} setting{'s' if n != 1 else ''}, "
+            f"{n_dev} dev example{'s' if n_dev != 1 else ''}")
+
+
 def render_html(result: AblationResult, row_limit: int = ROW_LIMIT) -> str:
     """The whole report as one static HTML fragment."""
     rows = setting_rows(result)
     n_demos = sum(len(d) for _, _, d in demo_groups(result))
     n_cx = len(result.all_counterexamples())
     failures = failed_examples(result)
-    n_dev = max((r.n for r in rows), default=0)
-    title = (
-        f"LM Assertions report — {len(rows)} setting{'s' if len(rows) != 1 else ''}, "
-        f"{n_dev} dev example{'s' if n_dev != 1 else ''}"
-    )
     parts = [
         f'<div class="lmassert-report" style="{_BASE_STYLE}">',
-        f'<div style="font-size:15px;font-weight:700">{esc(title)}</div>',
+        f'<div style="font-size:15px;font-weight:700">{esc(report_title(result))}</div>',
         banner_html(result),
         headline_html(result),
         _section("Pass rates, metric and cost per setting",
@@ -616,6 +620,7 @@ __all__ = [
     "passrate_table_html",
     "render_html",
     "render_text",
+    "report_title",
     "setting_rows",
     "summary_lines",
     "text_html",

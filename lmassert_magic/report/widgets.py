@@ -121,14 +121,16 @@ class ReportWidget(W.VBox):
         self.failures_pager: Pager[Any] = Pager(self._failures, H.failures_rows_html, page_size)
 
         self.tabs = W.Tab(children=[passrate_tab, demos_tab, cx_tab, self.failures_pager])
+        # short titles: JupyterLab gives each tab a fixed width; the counts are in the filters too
         for i, title in enumerate((
             "Pass rates",
             f"Demos ({len(self._demo_items)})",
-            f"Counterexamples ({len(self._cx_items)})",
-            f"Failed examples ({len(self._failures)})",
+            "Counterexamples",
+            f"Failures ({len(self._failures)})",
         )):
             self.tabs.set_title(i, title)
-        children = [w for w in (self.banner, self.headline) if w.value] + [self.tabs]
+        self.title = W.HTML(f"<b>{H.esc(H.report_title(result))}</b>")
+        children = [w for w in (self.title, self.banner, self.headline) if w.value] + [self.tabs]
         super().__init__(children)
         self.add_class("lmassert-report-widget")
 
