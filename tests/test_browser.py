@@ -188,7 +188,7 @@ def test_report_in_jupyterlab(browser: Any, jupyterlab: dict[str, Any]) -> None:
     box = chart.bounding_box()
     assert box and box["width"] > 200 and box["height"] > 100
     tabs = report.locator(".lm-TabBar-tab").all_inner_texts()
-    assert tabs == ["Pass rates", "Demos (8)", "Counterexamples", "Failures (0)"]
+    assert tabs[0] == "Pass rates" and tabs[1].startswith("Demos (") and tabs[2:] == ["Counterexamples", "Failures (0)"]
     assert "no_hashtags: 0% -> 100%" in report.inner_text()
     # the progress widget finished every setting
     progress = page.locator(".lmassert-progress")

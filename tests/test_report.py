@@ -540,3 +540,33 @@ def test_escaping_check_can_fail() -> None:
         assert_inert('<span>ok</span><img src=x onerror="alert(1)">')
     with pytest.raises(AssertionError):
         assert_inert('<span onmouseover="alert(1)">x</span>')
+
+
+# ------------------------------------------------------------------------------------------ nbconvert
+
+
+def test_headless_run_exports_the_static_report(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notebook run headless (nbclient) and exported to HTML shows the report without any widget JS."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nbconvert = pytest.importorskip("nbconvert")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("LMASSERT_WIDGETS", "0")  # what a headless runner sets: no frontend will draw widgets
+    monkeypatch.setenv("PYTHONPATH", str(root))
+    nb = nbformat.read(root / "tests" / "browser" / "report_demo.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+                            ).execute()
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    report = [o for o in outputs if "text/html" in o.get("data", {}) and "lmassert-report" in o["data"]["text/html"]]
+    assert len(report) == 1 and WIDGET_MIME not in report[0]["data"]
+    assert "LM Assertions report" in report[0]["data"]["text/plain"]
+    html, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
+    assert 'class="lmassert-passrates"' in html and 'class="lmassert-chart"' in html
+    assert "no_hashtags: 0% -&gt; 100%" in html
+    # the LM's payload is in the export as text only
+    assert "&lt;img src=x onerror=" in html and '<img src=x onerror="window.__xss' not in html
+    # progress fell back to text lines
+    streams = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+    assert "[lmassert] C+Infer w/ Assert: done: 8 examples" in streams
