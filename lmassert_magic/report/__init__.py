@@ -72,6 +72,7 @@ class CompileReport:
 
     @property
     def interrupted(self) -> bool:
+        """True when the run was stopped and this is a partial result."""
         return self.result.interrupted
 
     # -- tables ---------------------------------------------------------------------------
@@ -93,15 +94,19 @@ class CompileReport:
         }
 
     def summary(self) -> pd.DataFrame:
+        """One row per setting: metric, pass rates, LM calls and tokens per example, seconds."""
         return self.tables["summary"]
 
     def pass_rates(self) -> pd.DataFrame:
+        """Setting x constraint with the counts behind each rate."""
         return self.tables["pass_rates"]
 
     def demos(self) -> pd.DataFrame:
+        """Every bootstrapped demo (also those the HTML view cut)."""
         return self.tables["demos"]
 
     def counterexamples(self) -> pd.DataFrame:
+        """Every counterexample (also those the HTML view cut)."""
         return self.tables["counterexamples"]
 
     # -- widget ---------------------------------------------------------------------------

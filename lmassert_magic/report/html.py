@@ -103,6 +103,7 @@ def fields_html(fields: Mapping[str, Any] | None, limit: int = TEXT_LIMIT, skip:
 
 
 def kind_badge(hard: bool) -> str:
+    """A small 'hard · Assert' / 'soft · Suggest' tag: the two kinds must never be confused."""
     color, word = (HARD_COLOR, "hard · Assert") if hard else (SOFT_COLOR, "soft · Suggest")
     return (
         f'<span class="lmassert-kind lmassert-{"hard" if hard else "soft"}" style="border:1px solid {color};'
@@ -157,7 +158,8 @@ class SettingRow:
 
 
 def constraint_infos(result: AblationResult) -> list[ConstraintInfo]:
-    """Declared constraints, plus any that only appear in the records (e.g. inline Assert calls)."""
+    """Declared constraints, plus any that only appear in the records (e.g. inline Assert calls),
+    so a check written in Python code still gets a column and bars."""
     infos = [ConstraintInfo(c.name, c.hard) for c in result.constraints]
     seen = {c.name for c in infos}
     for res in result.settings.values():
@@ -169,19 +171,23 @@ def constraint_infos(result: AblationResult) -> list[ConstraintInfo]:
 
 
 def setting_rows(result: AblationResult) -> list[SettingRow]:
+    """One row per setting that ran, in run order (merging the stats once, not once per view)."""
     rows = []
     for i, (key, res) in enumerate(result.settings.items()):
         rows.append(_row(key, res, SETTING_COLORS.get(key, _FALLBACK_COLORS[i % len(_FALLBACK_COLORS)])))
     return rows
 
 
-def _row(key: str, res: SettingResult, color: str) -> SettingRow:
+def _label(res: SettingResult) -> str:
     try:
-        label = res.label
-    except KeyError:
-        label = key
+        return res.label
+    except KeyError:  # a setting this version does not know: show its key
+        return res.key
+
+
+def _row(key: str, res: SettingResult, color: str) -> SettingRow:
     return SettingRow(
-        key=key, label=label, color=color, n=res.n, n_failed=res.n_failed, metric=100 * res.metric,
+        key=key, label=_label(res), color=color, n=res.n, n_failed=res.n_failed, metric=100 * res.metric,
         lm_calls=res.lm_calls, tokens=res.tokens, seconds=res.seconds, compile_lm_calls=res.compile_lm_calls,
         complete=res.complete, stats=res.constraint_stats,
     )
@@ -202,13 +208,15 @@ def summary_lines(result: AblationResult) -> list[str]:
 
 
 def missing_settings(result: AblationResult) -> list[str]:
+    """Requested settings with no result: what an interrupted run did not get to."""
     from ..engine.ablation import LABELS
 
     return [LABELS.get(k, k) for k in result.requested if k not in result.settings]
 
 
 def failed_examples(result: AblationResult) -> list[tuple[str, Any]]:
-    return [(res.label, e) for res in result.settings.values() for e in res.examples if not e.ok]
+    """(setting label, ExampleResult) for every example that raised (LM fault, hard assertion, metric)."""
+    return [(_label(res), e) for res in result.settings.values() for e in res.examples if not e.ok]
 
 
 def demo_groups(result: AblationResult) -> list[tuple[str, str, list[dict[str, Any]]]]:
@@ -513,6 +521,7 @@ def _section(title: str, body: str, open_: bool, cls: str) -> str:
 
 
 def report_title(result: AblationResult) -> str:
+    """'LM Assertions report — 5 settings, 8 dev examples'."""
     n = len(result.settings)
     n_dev = max((r.n for r in result.settings.values()), default=0)
     return (f"LM Assertions report — {n} setting{'s' if n != 1 else ''}, "
