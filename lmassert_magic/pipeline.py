@@ -75,8 +75,9 @@ class Step:
     def predict(
         cls, name: str, signature: type[dspy.Signature], *, cot: bool = False, origin: str | None = None
     ) -> Step:
-        """A predictor step (ChainOfThought when `cot`); `origin` names the registered signature."""
-        return cls(name, PREDICT, signature=signature, cot=cot, origin=origin or name)
+        """A predictor step (ChainOfThought when `cot`); `origin` names the registered signature
+        (default: the signature class name), which constraint targets match."""
+        return cls(name, PREDICT, signature=signature, cot=cot, origin=origin or signature.__name__)
 
     @classmethod
     def call(cls, name: str, func: Callable[..., Any]) -> Step:

@@ -55,7 +55,7 @@ class AdminMagics(RegistryMagics):
 
     @line_magic("lmassert")
     @no_var_expand
-    @magic_arguments(name="%lmassert")
+    @magic_arguments(name="lmassert")
     @argument("command", nargs="?", default="list", help="list | show NAME | remove NAME | reset | export NAME PATH")
     @argument("args", nargs="*", help="NAME, or NAME PATH for export")
     def lmassert(self, line: str) -> None:

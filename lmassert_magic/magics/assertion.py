@@ -35,15 +35,16 @@ class AssertionMagics(RegistryMagics):
 
     @cell_magic("assert")
     @no_var_expand
-    @magic_arguments(name="%%assert")
-    @argument("target", help="the registered signature (%%signature NAME) whose step the constraint checks")
+    @magic_arguments(name="%assert")
+    @argument("target", metavar="TARGET",
+              help="the registered signature (%%%%signature NAME) whose step the constraint checks")
     @argument("--name", "-n", default=None,
               help="the constraint's name; default: TARGET_<n> with the smallest free n (TARGET_1, TARGET_2, ...)")
     @argument("--soft", action="store_true", help="a Suggest: after the backtracks, record the failure and go on "
                                                   "(the default)")
     @argument("--hard", action="store_true", help="an Assert: after the backtracks, stop the program with an error")
     @argument("--backtracks", "-b", type=int, default=None,
-              help="retries for this constraint (default: the --backtracks of %%compile, 2)")
+              help="retries for this constraint (default: the --backtracks of %%%%compile, 2)")
     @argument("--timeout", type=float, default=None,
               help="seconds one check may take; 0 = no limit (default: AssertionMagics.check_timeout, 30)")
     def assert_magic(self, line: str, cell: str) -> None:

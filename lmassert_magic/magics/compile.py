@@ -96,8 +96,8 @@ class CompileMagics(RegistryMagics):
 
     @cell_magic("compile")
     @no_var_expand
-    @magic_arguments(name="%%compile")
-    @argument("name", help="the notebook variable the compiled program is bound to")
+    @magic_arguments(name="%compile")
+    @argument("name", metavar="NAME", help="the notebook variable the compiled program is bound to")
     @argument("--train", required=True, help="notebook variable: list of dspy.Example to compile on")
     @argument("--dev", required=True, help="notebook variable: list of dspy.Example to evaluate on")
     @argument("--metric", required=True, help="notebook function metric(example, prediction[, trace])")

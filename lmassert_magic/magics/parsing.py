@@ -96,10 +96,20 @@ def check_identifier(value: str, what: str, line: int = 1) -> str:
 
 def check_tokens(body: str, first_line: int = FIRST_BODY_LINE) -> list[tokenize.TokenInfo]:
     """The body's tokens; a body that doesn't tokenise as Python is a UsageError naming the line."""
+    tokens: list[tokenize.TokenInfo] = []
+    opened: list[tokenize.TokenInfo] = []
     try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(body).readline))
+        for tok in tokenize.generate_tokens(io.StringIO(body).readline):
+            tokens.append(tok)
+            if tok.type == tokenize.OP and tok.string in "([{":
+                opened.append(tok)
+            elif tok.type == tokenize.OP and tok.string in ")]}" and opened:
+                opened.pop()
     except tokenize.TokenError as exc:
         message, (row, _) = exc.args
+        if "statement" in message and opened:  # point at the bracket that never closes
+            tok = opened[-1]
+            fail(f"the body does not tokenise as Python: {tok.string!r} is never closed", first_line + tok.start[0] - 1)
         fail(f"the body does not tokenise as Python ({message.lower()})", first_line + row - 1)
     except (SyntaxError, IndentationError) as exc:  # Python 3.12+ reports bad tokens this way
         fail(f"the body does not tokenise as Python ({exc.msg})", first_line + (exc.lineno or 1) - 1)
@@ -265,6 +275,9 @@ def parse_assert_body(body: str, first_line: int = FIRST_BODY_LINE) -> tuple[str
              "  len(tweet) <= 280\n  \"Make the tweet shorter.\"", first_line)
     check_tokens(body, first_line)
     tree = _parse_module(body, first_line)
+    if not tree.body:
+        fail("the body is empty (only comments): write a condition over the fields, then the feedback message",
+             first_line)
     for stmt in tree.body:
         if not isinstance(stmt, ast.Expr):
             fail(f"expected an expression, got {type(stmt).__name__.lower()} "

@@ -30,10 +30,10 @@ class SignatureMagics(RegistryMagics):
 
     @cell_magic
     @no_var_expand
-    @magic_arguments(name="%%signature")
-    @argument("name", help="the signature's name; the class is bound to it in the notebook")
+    @magic_arguments(name="%signature")
+    @argument("name", metavar="NAME", help="the signature's name; the class is bound to it in the notebook")
     @argument("--cot", action="store_true",
-              help="pipelines built by %%compile run this signature with dspy.ChainOfThought (adds `reasoning`)")
+              help="pipelines built by %%%%compile run this signature with dspy.ChainOfThought (adds `reasoning`)")
     def signature(self, line: str, cell: str) -> None:
         """Define a DSPy signature; the class is bound to NAME in the notebook.
 
