@@ -226,7 +226,6 @@ def test_report_in_jupyterlab(browser: Any, jupyterlab: dict[str, Any]) -> None:
     assert """<img src=x onerror="window.__xss=1;document.title='XSS'">""" in text
     assert "<script>window.__xss=2</script>" in text
     assert report.locator("img, script, iframe, object, embed").count() == 0
-    page.screenshot(path=str(SHOTS / "notebook.png"), full_page=True)
 
 
 def _load_test_report() -> Any:
