@@ -21,6 +21,8 @@ def execute(path: Path, out_dir: Path, *, timeout: int, small: int | None, inpla
     notebook = nbformat.read(path, as_version=4)
     env_small = {"LMASSERT_SMALL": str(small)} if small else {}
     os.environ.update(env_small)
+    # Headless: no widget frontend will ever render, so reports emit their static HTML (nbconvert shows it).
+    os.environ.setdefault("LMASSERT_WIDGETS", "0")
     client = NotebookClient(
         notebook,
         timeout=timeout,
