@@ -39,6 +39,7 @@ from .registry import (
     SignatureSpec,
     closest,
     free_names,
+    parse_expression,
 )
 
 __all__ = ["ExportResult", "export_program", "render_module"]
@@ -247,7 +248,7 @@ def _render_constraint(spec: ConstraintSpec, sig: SignatureSpec, collector: _Col
     if spec.message is None:
         message = "''"
     else:
-        node = ast.parse(spec.message, mode="eval").body
+        node = parse_expression(spec.message).body
         if isinstance(node, ast.Constant):
             message = repr(node.value)
         else:

@@ -359,6 +359,13 @@ def validate_signature(spec: SignatureSpec) -> None:
         raise RegistryError(f"signature {spec.name} has no input field (add e.g. `question: str = In()`)")
 
 
+def parse_expression(expr: str) -> ast.Expression:
+    """Parse an expression that may span lines (as in a cell); line numbers are the expression's own."""
+    tree = ast.parse("(\n" + expr + "\n)", mode="eval")
+    ast.increment_lineno(tree, -1)
+    return tree
+
+
 def free_names(expr: str) -> dict[str, int]:
     """Names an expression reads from outside itself, with the (1-based) line of their first use.
 
@@ -378,7 +385,7 @@ def free_names(expr: str) -> dict[str, int]:
     for child in table.get_children():
         visit(child)
     first: dict[str, int] = {}
-    for node in ast.walk(ast.parse(expr, mode="eval")):
+    for node in ast.walk(parse_expression(expr)):
         if isinstance(node, ast.Name) and node.id in names:
             first[node.id] = min(first.get(node.id, node.lineno), node.lineno)
     return {name: first.get(name, 1) for name in sorted(names)}
@@ -435,9 +442,10 @@ def _check_expression(expr: str, line: int, fields: Sequence[str], namespace: Ma
                       what: str, target: str) -> tuple[list[str], list[str]]:
     """Every free name must be a field, a notebook name, a builtin or a helper; returns (fields, helpers)."""
     try:
-        tree = ast.parse(expr, mode="eval")
+        tree = parse_expression(expr)
     except SyntaxError as exc:
-        raise RegistryError(f"the {what} is not a valid expression: {exc.msg}", line + (exc.lineno or 1) - 1) from None
+        raise RegistryError(f"the {what} is not a valid expression: {exc.msg}", line + max((exc.lineno or 2) - 2, 0)) \
+            from None
     for node in ast.walk(tree):
         if isinstance(node, (ast.Yield, ast.YieldFrom, ast.Await)):
             raise RegistryError(f"the {what} cannot use yield or await", line + node.lineno - 1)
@@ -472,7 +480,7 @@ def build_constraint(spec: ConstraintSpec, signature: SignatureSpec, namespace: 
     message: str | Callable[..., str] = ""
     if spec.message is not None:
         mline = spec.message_line or spec.line
-        node = ast.parse(spec.message, mode="eval").body
+        node = parse_expression(spec.message).body
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             message = node.value
         elif isinstance(node, ast.JoinedStr):

@@ -59,6 +59,11 @@ __all__ = [
 ]
 
 
+def one_line(text: str) -> str:
+    """IPython prints a UsageError as one line; keep it one (pydantic and argparse messages wrap)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def fail(message: str, line: int | None = None, *, name: str | None = None,
          candidates: Iterable[str] = ()) -> NoReturn:
     """Raise a one-line UsageError, naming the cell line and the closest candidate for `name`."""
@@ -66,7 +71,7 @@ def fail(message: str, line: int | None = None, *, name: str | None = None,
         hint = closest(name, candidates)
         if hint:
             message += f"; did you mean {hint!r}?"
-    raise UsageError(f"line {line}: {message}" if line else message)
+    raise UsageError(one_line(f"line {line}: {message}" if line else message))
 
 
 @contextlib.contextmanager
@@ -75,7 +80,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except RegistryError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(one_line(str(exc))) from None
 
 
 def parse_line(magic: Callable[..., Any], line: str) -> Any:
@@ -83,9 +88,9 @@ def parse_line(magic: Callable[..., Any], line: str) -> Any:
     try:
         return parse_argstring(magic, line)
     except UsageError as exc:
-        raise UsageError(f"line 1: {exc}") from None
+        raise UsageError(one_line(f"line 1: {exc}")) from None
     except ValueError as exc:  # unbalanced quotes in the line
-        raise UsageError(f"line 1: cannot split the arguments ({exc})") from None
+        raise UsageError(one_line(f"line 1: cannot split the arguments ({exc})")) from None
 
 
 def check_identifier(value: str, what: str, line: int = 1) -> str:
@@ -271,8 +276,8 @@ def parse_assert_body(body: str, first_line: int = FIRST_BODY_LINE) -> tuple[str
     Returns (condition source, its cell line, message source or None, its cell line or None).
     """
     if not body.strip():
-        fail("the body is empty: write a condition over the fields, then the feedback message, e.g.\n"
-             "  len(tweet) <= 280\n  \"Make the tweet shorter.\"", first_line)
+        fail("the body is empty: write a condition over the fields, then the feedback message on the next line, "
+             "e.g. `len(tweet) <= 280` then `\"Make the tweet shorter.\"`", first_line)
     check_tokens(body, first_line)
     tree = _parse_module(body, first_line)
     if not tree.body:
@@ -293,7 +298,7 @@ def parse_assert_body(body: str, first_line: int = FIRST_BODY_LINE) -> tuple[str
              "then the message", cond_line)
     if isinstance(cond, ast.Tuple):
         fail("the condition is a tuple (a stray comma?); put the message on its own line", cond_line)
-    cond_src = ast.get_source_segment(body, cond)
+    cond_src = ast.get_source_segment(body, tree.body[0])  # the statement keeps enclosing parentheses
     assert cond_src is not None
     msg_src = msg_line = None
     if len(tree.body) == 2:
@@ -301,7 +306,7 @@ def parse_assert_body(body: str, first_line: int = FIRST_BODY_LINE) -> tuple[str
         msg_line = first_line + msg.lineno - 1
         if not (isinstance(msg, ast.JoinedStr) or (isinstance(msg, ast.Constant) and isinstance(msg.value, str))):
             fail("the second expression is the feedback message and must be a string or an f-string", msg_line)
-        msg_src = ast.get_source_segment(body, msg)
+        msg_src = ast.get_source_segment(body, tree.body[1])
     return cond_src, cond_line, msg_src, msg_line
 
 
