@@ -49,6 +49,8 @@ _MISSING = object()
 
 @dataclass
 class ExportResult:
+    """Where the files went, and which notebook objects `load_program()` needs passed in."""
+
     json_path: Path
     py_path: Path
     required: tuple[str, ...]

@@ -136,6 +136,7 @@ class Pipeline(dspy.Module):
         self.steps = tuple(kept)
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
+        """Run the steps in order over one flow of fields; returns the fields the steps produced."""
         flow = dict(inputs)
         produced: dict[str, Any] = {}
         for index, step in enumerate(self.steps):

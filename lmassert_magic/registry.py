@@ -128,6 +128,8 @@ class FieldSpec:
 
 @dataclass(frozen=True)
 class SignatureSpec:
+    """A `%%signature` cell as data: comparable, so an unchanged re-run invalidates nothing."""
+
     name: str
     fields: tuple[FieldSpec, ...]
     instructions: str | None = None
@@ -190,6 +192,8 @@ class StepRef:
 
 @dataclass(frozen=True)
 class PipelineSpec:
+    """A `%%compile` body as data (steps are resolved against the notebook when planned)."""
+
     name: str
     steps: tuple[StepRef, ...]
     source: str = ""
@@ -200,6 +204,8 @@ class PipelineSpec:
 
 @dataclass(frozen=True)
 class SignatureEntry:
+    """A registered signature: the spec, the class built from it, and a version dependents record."""
+
     spec: SignatureSpec
     cls: type[dspy.Signature]
     version: int
@@ -207,6 +213,8 @@ class SignatureEntry:
 
 @dataclass(frozen=True)
 class ConstraintEntry:
+    """A registered constraint: the spec and the engine Constraint built from it."""
+
     spec: ConstraintSpec
     constraint: Constraint
     version: int
@@ -214,6 +222,8 @@ class ConstraintEntry:
 
 @dataclass(frozen=True)
 class ResolvedStep:
+    """A pipeline step after resolution; kept so export rebuilds the same predictor names."""
+
     name: str  # attribute name in the pipeline
     kind: str  # "signature" | "callable" | "module"
     ref: str  # what the body said
@@ -548,6 +558,7 @@ class Transaction:
 
     # -- invalidation ------------------------------------------------------------------------
     def mark_stale(self, predicate: Callable[[CompileRecord], bool], reason: str) -> list[str]:
+        """Mark matching compile records stale; returns the notes the cell output shows."""
         notes = []
         for name, record in sorted(self.state.programs.items()):
             if predicate(record) and record.stale is None:
@@ -589,9 +600,11 @@ class Registry:
         return self._state.revision
 
     def kind_of(self, name: str) -> str | None:
+        """'signature', 'constraint', 'program' or None: names are unique across kinds."""
         return self._state.kind_of(name)
 
     def names(self, kind: str | None = None) -> list[str]:
+        """Registered names (of one kind), sorted: for listings and closest-name hints."""
         state = self._state
         groups = {SIGNATURE: state.signatures, CONSTRAINT: state.constraints, PROGRAM: state.programs}
         if kind is not None:
@@ -599,9 +612,11 @@ class Registry:
         return sorted(n for g in groups.values() for n in g)
 
     def constraints_on(self, signature: str) -> list[ConstraintEntry]:
+        """The constraints %%compile attaches wherever `signature` is used."""
         return [e for _, e in sorted(self._state.constraints.items()) if e.spec.target == signature]
 
     def dependents_of(self, signature: str) -> list[str]:
+        """Compiled programs that go stale when `signature` changes."""
         return sorted(n for n, r in self._state.programs.items() if r.uses_signature(signature))
 
     def snapshot(self) -> dict[str, Any]:

@@ -495,6 +495,23 @@ def test_compile_errors_name_the_line_and_change_nothing(tweet, line, body, patt
     assert re.search(pattern, message), message
 
 
+@pytest.mark.parametrize(
+    ("body", "lines"),
+    [
+        ("retrieve >> GenerateTweet\n", [2, 2]),
+        ("retrieve\n>> GenerateTweet\n", [2, 3]),
+        ("retrieve\nGenerateTweet  # one step per line\n", [2, 3]),
+        ("(retrieve >>\n GenerateTweet)\n", [2, 3]),
+    ],
+)
+def test_pipeline_body_forms(tweet, body, lines):
+    with dspy.context(lm=scripted_lm()):
+        tweet.run_cell(f"%%compile tweeter --train trainset --dev devset --metric quality --settings vanilla\n{body}")
+    steps = get_registry().programs["tweeter"].steps
+    assert [(s.ref, s.kind, s.line) for s in steps] == [("retrieve", "callable", lines[0]),
+                                                         ("GenerateTweet", "signature", lines[1])]
+
+
 # ---------------------------------------------------------------- %lmassert
 
 

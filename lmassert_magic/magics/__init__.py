@@ -13,6 +13,7 @@ cell line (the `%%magic` line is line 1); a failing cell leaves the registry unc
 from __future__ import annotations
 
 import shlex
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,9 @@ from .signature import SignatureMagics
 
 try:  # written separately; the extension works without it
     from .lm import LMMagics
-except ImportError:  # pragma: no cover - depends on the lm layer being present
+except ImportError as _exc:  # pragma: no cover - depends on the lm layer being present
+    if getattr(_exc, "name", None) != f"{__name__}.lm":  # it exists but is broken: say so, load the rest
+        warnings.warn(f"lmassert_magic: %lm is unavailable ({_exc})", RuntimeWarning, stacklevel=2)
     LMMagics = None  # type: ignore[assignment,misc]
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
 
 
 def magics_classes() -> list[type[Magics]]:
+    """Every Magics class the extension registers (`%lm` only when its module is there)."""
     classes: list[type[Magics]] = [SignatureMagics, AssertionMagics, CompileMagics, AdminMagics]
     if LMMagics is not None:
         classes.append(LMMagics)
@@ -80,6 +84,10 @@ def _positionals(words: list[str], flags_with_values: set[str]) -> int:
         else:
             count += 1
     return count
+
+
+# Completers get (shell, event) from IPython's complete_command hook and return candidates;
+# IPython keeps those starting with the typed prefix.
 
 
 def complete_signature(shell: Any, event: Any) -> list[str]:

@@ -112,7 +112,8 @@ class CompileMagics(RegistryMagics):
         """Build the pipeline in the body and run the five-setting ablation on it.
 
         The body is the pipeline: registered signatures and plain Python callables (retrievers,
-        formatters) joined with `>>` (or one per line), wired by field name::
+        formatters) joined with `>>` (a chain may go on over lines, or put one step per line),
+        wired by field name::
 
             %%compile tweeter --train trainset --dev devset --metric quality
             retrieve >> GenerateTweet

@@ -94,6 +94,7 @@ def parse_line(magic: Callable[..., Any], line: str) -> Any:
 
 
 def check_identifier(value: str, what: str, line: int = 1) -> str:
+    """Names bound in the notebook must be Python names (this also catches unexpanded `{x}` / `$x`)."""
     if not value.isidentifier() or keyword.iskeyword(value):
         fail(f"{what} {value!r} is not a valid Python name", line)
     return value
@@ -328,7 +329,14 @@ def parse_pipeline_body(body: str, first_line: int = FIRST_BODY_LINE) -> tuple[S
         fail("the body is empty: write the pipeline, e.g. `retrieve >> GenerateTweet`, or the name of a "
              "dspy.Module subclass", first_line)
     check_tokens(body, first_line)
-    tree = _parse_module(body, first_line)
+    try:
+        tree = ast.parse(body)
+    except SyntaxError:
+        try:  # a chain broken over lines (`retrieve\n>> GenerateTweet`) reads as one parenthesised expression
+            tree = ast.parse("(\n" + body + "\n)")
+            ast.increment_lineno(tree, -1)
+        except SyntaxError:
+            tree = _parse_module(body, first_line)  # report the error as the body has it
     steps: list[StepRef] = []
 
     def flatten(node: ast.expr) -> None:
