@@ -239,3 +239,42 @@ def test_summary_marks_unchecked_constraints_nan(scripted_lm, data):
     result = run_ablation(dspy.Predict(Tweet), [], dev[:2], metric, constraints=[other], settings="vanilla")
     assert result.summary().loc["Vanilla", "never_checked"] == 100.0
     assert math.isnan(result.summary().loc["Vanilla", "tokens/ex"]) is False
+
+
+def test_uncopyable_constraint_still_bootstraps_demos(scripted_lm, data):
+    import threading
+
+    train, dev = data
+    scripted_lm(respond)
+    lock = threading.Lock()  # makes copy.deepcopy of anything holding it fail
+
+    def guarded_check(tweet):
+        with lock:
+            return no_hashtags(tweet)
+
+    c = Constraint("no_hashtags", guarded_check, FIX + ".", target=Tweet)
+    result = run_ablation(dspy.Predict(Tweet), train, dev[:2], metric, constraints=[c], settings="compile_assert",
+                          optimizer_kwargs={"max_bootstrapped_demos": 2, "max_labeled_demos": 0})
+    assert len(result.demos[COMPILE_ASSERT]["self"]) == 2
+
+
+def test_attribute_wise_copy_stays_activated_and_bound_to_itself(scripted_lm):
+    import threading
+
+    scripted_lm(respond)
+
+    class Holder(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.lock = threading.Lock()  # forces DSPy's attribute-by-attribute deepcopy fallback
+            self.gen = dspy.Predict(Tweet)
+
+        def forward(self, question):
+            return self.gen(question=question)
+
+    program = activate_assertions(Holder(), constraints=[constraint()])
+    copy = program.deepcopy()
+    assert copy.gen is not program.gen
+    out = copy(question="q1")
+    assert no_hashtags(out.tweet)
+    assert len(assertion_log(copy)) == 1 and len(assertion_log(program)) == 0

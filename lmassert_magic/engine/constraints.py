@@ -110,6 +110,9 @@ class Constraint:
         if self.max_backtracks is not None and self.max_backtracks < 0:
             raise ValueError(f"constraint {self.name!r}: max_backtracks must be >= 0")
 
+    def __deepcopy__(self, memo: dict) -> Constraint:
+        return self  # a definition, shared by every copy of a program (its callables may hold locks, modules...)
+
     @property
     def kind(self) -> str:
         return "hard" if self.hard else "soft"

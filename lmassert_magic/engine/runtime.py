@@ -566,7 +566,11 @@ def attach_constraints(program: dspy.Module, constraints: Iterable[Constraint]) 
 
 
 class AssertedForward:
-    """Replaces `program.forward`: runs it inside a run state with backtracking."""
+    """What `backtrack_handler` returns: a forward function plus the run config to apply to it.
+
+    `assert_transform_module` reads the config and activates the program by class swap; called
+    directly, it runs `func` as one asserted run.
+    """
 
     def __init__(self, func: Callable[..., Any], config: RunConfig) -> None:
         self.func = func
@@ -576,6 +580,45 @@ class AssertedForward:
         if _current_run.get() is not None:  # a nested asserted module joins the outer run
             return self.func(*args, **kwargs)
         return run_asserted(lambda: self.func(*args, **kwargs), self.config)
+
+
+class _AssertedMixin:
+    """Runs `forward` as an asserted run when `_lmassert_config` is set.
+
+    Activation swaps the program's class for a subclass with this mixin (like guarded
+    predictors), so every kind of copy (deepcopy, DSPy's attribute-wise fallback, pickle)
+    stays activated and bound to itself.
+    """
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        parent = super().forward  # type: ignore[misc]
+        config = self.__dict__.get("_lmassert_config")
+        if config is None or _current_run.get() is not None:  # inactive, or nested in an outer run
+            return parent(*args, **kwargs)
+        return run_asserted(lambda: parent(*args, **kwargs), config)
+
+
+_asserted_classes: dict[type, type] = {}
+
+
+def _asserted_class(cls: type) -> type:
+    if issubclass(cls, _AssertedMixin):
+        return cls
+    asserted = _asserted_classes.get(cls)
+    if asserted is None:
+        name = f"Asserted{cls.__name__}"
+        asserted = type(name, (_AssertedMixin, cls), {"__module__": __name__, "__qualname__": name})
+        if name not in globals():
+            globals()[name] = asserted  # importable by name, so activated programs pickle
+        _asserted_classes[cls] = asserted
+    return asserted
+
+
+def _base_class(cls: type) -> type:
+    for base in cls.__mro__[1:]:
+        if base is not _AssertedMixin and not issubclass(base, _AssertedMixin):
+            return base
+    return cls
 
 
 def run_asserted(fn: Callable[[], Any], config: RunConfig, names: dict[int, str] | None = None) -> Any:
@@ -617,9 +660,13 @@ def run_record_of(prediction: Any) -> RunRecord | None:
     return getattr(prediction, "_lmassert_record", None)
 
 
-def _original_forward(program: dspy.Module) -> Callable[..., Any]:
-    """The class's forward bound to `program` (reading `program.forward` makes DSPy warn)."""
-    return types.MethodType(type(program).forward, program)
+def _set_activation(program: dspy.Module, config: RunConfig) -> dspy.Module:
+    guard_predictors(program)
+    if isinstance(program.__dict__.get("forward"), AssertedForward):
+        del program.__dict__["forward"]
+    program.__class__ = _asserted_class(type(program))
+    program._lmassert_config = config
+    return program
 
 
 def activate_assertions(
@@ -639,32 +686,37 @@ def activate_assertions(
     constraints = list(constraints)
     if constraints:
         attach_constraints(program, constraints)
-    guard_predictors(program)
-    current = program.__dict__.get("forward")
-    func = current.func if isinstance(current, AssertedForward) else _original_forward(program)
-    if isinstance(current, AssertedForward):
-        config.log = current.config.log
-    program.forward = AssertedForward(func, config)
-    return program
+    previous = program.__dict__.get("_lmassert_config")
+    if isinstance(previous, RunConfig):
+        config.log = previous.log  # re-activation keeps the log
+    return _set_activation(program, config)
 
 
 def deactivate_assertions(program: dspy.Module) -> dspy.Module:
     """Undo `activate_assertions`: the program runs as plain DSPy again (constraints are kept but idle)."""
+    program.__dict__.pop("_lmassert_config", None)
     if isinstance(program.__dict__.get("forward"), AssertedForward):
         del program.__dict__["forward"]
+    if isinstance(program, _AssertedMixin):
+        program.__class__ = _base_class(type(program))
     return program
 
 
 def is_activated(program: Any) -> bool:
-    return isinstance(getattr(program, "__dict__", {}).get("forward"), AssertedForward)
+    return isinstance(getattr(program, "__dict__", {}).get("_lmassert_config"), RunConfig) or isinstance(
+        getattr(program, "__dict__", {}).get("forward"), AssertedForward
+    )
 
 
 def assertion_log(program: dspy.Module) -> RunLog:
     """The RunLog an activated program writes each call's record to."""
+    config = program.__dict__.get("_lmassert_config")
+    if isinstance(config, RunConfig):
+        return config.log
     forward = program.__dict__.get("forward")
-    if not isinstance(forward, AssertedForward):
-        raise ValueError(f"{type(program).__name__} is not activated; call activate_assertions(program) first")
-    return forward.config.log
+    if isinstance(forward, AssertedForward):
+        return forward.config.log
+    raise ValueError(f"{type(program).__name__} is not activated; call activate_assertions(program) first")
 
 
 def constraints_of(program: dspy.Module) -> list[Constraint]:
@@ -716,10 +768,12 @@ def assert_transform_module(
     if is_activated(program):
         raise RuntimeError(f"{type(program).__name__} already has assertions activated")
     guard_predictors(program)
-    wrapped = assertion_handler(_original_forward(program), **handler_args)
-    if not isinstance(wrapped, AssertedForward):
-        wrapped = AssertedForward(wrapped, RunConfig())
-    program.forward = wrapped
+    original = types.MethodType(type(program).forward, program)  # `program.forward` would make DSPy warn
+    wrapped = assertion_handler(original, **handler_args)
+    if isinstance(wrapped, AssertedForward) and getattr(wrapped.func, "__func__", None) is type(program).forward:
+        _set_activation(program, wrapped.config)
+    else:  # a custom handler: keep its wrapper as the instance's forward, inside an asserted run
+        program.forward = wrapped if isinstance(wrapped, AssertedForward) else AssertedForward(wrapped, RunConfig())
     program._assert_transformed = True
     return program
 
