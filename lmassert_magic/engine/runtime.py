@@ -523,10 +523,22 @@ def _guard_class(cls: type) -> type:
         return cls
     guarded = _guard_classes.get(cls)
     if guarded is None:
-        guarded = type(f"Guarded{cls.__name__}", (_GuardMixin, cls), {"__module__": __name__})
-        globals()[guarded.__name__] = guarded  # importable by name, so guarded programs pickle
+        guarded = _twin(cls, _GuardMixin, "Guarded")
         _guard_classes[cls] = guarded
     return guarded
+
+
+def _twin(cls: type, mixin: type, prefix: str) -> type:
+    """A subclass with `mixin` that still calls itself `cls.__name__` (reprs and user code see no change).
+
+    Its qualified name is unique and registered here, so pickle finds it.
+    """
+    qualname = f"_{prefix}_{cls.__module__.replace('.', '_')}_{cls.__qualname__.replace('.', '_')}"
+    while qualname in globals() and globals()[qualname].__mro__[2] is not cls:
+        qualname += "_"
+    twin = type(cls.__name__, (mixin, cls), {"__module__": __name__, "__qualname__": qualname})
+    globals()[qualname] = twin
+    return twin
 
 
 GuardedPredict = _guard_class(dspy.Predict)
@@ -606,10 +618,7 @@ def _asserted_class(cls: type) -> type:
         return cls
     asserted = _asserted_classes.get(cls)
     if asserted is None:
-        name = f"Asserted{cls.__name__}"
-        asserted = type(name, (_AssertedMixin, cls), {"__module__": __name__, "__qualname__": name})
-        if name not in globals():
-            globals()[name] = asserted  # importable by name, so activated programs pickle
+        asserted = _twin(cls, _AssertedMixin, "Asserted")
         _asserted_classes[cls] = asserted
     return asserted
 
