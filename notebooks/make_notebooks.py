@@ -1,0 +1,469 @@
+"""Writes the four case-study notebooks from the sources below (outputs come from running them).
+
+    python notebooks/make_notebooks.py          # rewrite sources (drops outputs)
+    lmassert-notebook --inplace notebooks/0*.ipynb   # full run on the embedded model, outputs kept
+
+Keeping the sources here makes the four notebooks consistent and reviewable as Python.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+SETUP = '''import os
+
+# CI and quick tries set LMASSERT_SMALL=N to run on N train and N dev examples.
+SMALL = int(os.environ.get("LMASSERT_SMALL", "0") or 0)
+N = SMALL or {full}  # examples per split in a full run'''
+
+LOAD = '''%load_ext lmassert_magic
+%lm local'''
+
+PAPER_CELL = '''import pandas as pd
+
+ours = report.summary()
+paper = pd.DataFrame({paper}, index=["Vanilla", "Infer w/ Assert", "Compile", "Compile w/ Assert", "C+Infer w/ Assert"])
+side_by_side = pd.concat({{"this run (SmolLM2-135M)": ours[{cols}], "paper (gpt-3.5-turbo)": paper}}, axis=1)
+side_by_side.round(1)'''
+
+
+def nb(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+    book = new_notebook()
+    book.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells]
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    book.metadata["language_info"] = {"name": "python"}
+    return book
+
+
+READ_REPORT = """## Reading the report
+
+* **Pass rates**: one row per setting, one column per constraint: the share of checks whose *final*
+  output passed. Hard constraints have solid bars, soft ones dashed. `lm_calls/ex` is what the
+  backtracking costs.
+* **Demos**: what compilation put in the prompt of each predictor. Demos marked as coming from a
+  counterexample carry the `feedback` and the failed `past_*` output: the student sees what a fix
+  looks like.
+* **Counterexamples**: every backtrack: the failing output, the feedback, and the fixed output (or
+  *not fixed* when the budget ran out).
+* The summary line at the top is the one to read aloud.
+
+The report object is also a set of pandas tables: `report.summary()`, `report.pass_rates()`,
+`report.counterexamples()`."""
+
+HONESTY = """## How this compares with the paper
+
+*(Numbers from the full run stored in this notebook; re-running gives the same numbers while the
+LM cache is warm.)*
+
+{text}"""
+
+# ---------------------------------------------------------------------------------------- 01 TweetGen
+
+QUICKSTART = [
+    ("md", """# LM Assertions quickstart: TweetGen
+
+This notebook is the whole idea in ten cells. A small pipeline answers a question from retrieved
+passages and writes a tweet about it. We state what a good tweet is as **constraints**, and let
+the pipeline **backtrack** (retry a step, showing the model its failed output and our feedback)
+when a constraint fails. Then we **compile** the pipeline with the constraints on, so the few-shot
+demos it learns already satisfy them, and compare the paper's five settings in one report.
+
+Everything runs offline: the default LM is an embedded 135M-parameter model (SmolLM2-135M-Instruct,
+running in llama.cpp on the CPU) and the data ship with the package. No API key needed."""),
+    ("code", SETUP.format(full=12)),
+    ("md", """`%load_ext` registers the magics; `%lm local` starts the embedded model (lazily, on
+127.0.0.1 only). `%lm openai/gpt-4o-mini` or `%lm <model> --api-base http://localhost:11434/v1`
+would use another model instead."""),
+    ("code", LOAD),
+    ("md", """## Data and retriever
+
+A small fictional world (so the model cannot answer from memory) with questions, gold answers and a
+BM25 retriever over its passages. `retrieve` is a plain Python function: the pipeline calls it by
+field name."""),
+    ("code", '''import re
+
+from lmassert_magic.datasets import load_study, answer_in_text
+
+study = load_study("tweetgen", limit=N)
+trainset, devset = study.train, study.dev
+retriever = study.retriever(k=3)
+
+
+def retrieve(question):
+    return retriever(question)
+
+
+print(study)
+print(devset[0].question, "->", devset[0].answer)
+retrieve(devset[0].question)'''),
+    ("md", """## Signatures
+
+A signature says what a step takes and returns. The docstring is the instruction; `In()` and
+`Out()` mark fields. Two steps: find a short answer, then write the tweet."""),
+    ("code", '''%%signature GenerateAnswer
+"""Answer the question with a short phrase taken from the context."""
+context: list[str] = In(desc="passages that may contain the answer")
+question: str = In()
+answer: str = Out(desc="a few words")'''),
+    ("code", '''%%signature GenerateTweet
+"""Write an engaging tweet that answers the question, faithful to the context."""
+question: str = In()
+context: list[str] = In()
+answer: str = In()
+tweet: str = Out()'''),
+    ("md", """## Constraints
+
+Each `%%assert` cell is a condition over the step's fields, then the feedback the model gets when
+it fails. **Soft** constraints (the default, `Suggest`) retry up to the budget and then let the
+pipeline continue; **hard** ones (`--hard`, `Assert`) stop the example with an error when retries
+run out. Use hard only for what must never pass through (a tweet over 280 characters cannot be
+posted); use soft for quality.
+
+The last two are judged by the LM itself with `lm_judge`, which asks a yes/no question."""),
+    ("code", '''%%assert GenerateTweet --name no_hashtags
+not re.search(r"#\\w+", tweet)
+"Please revise the tweet to remove hashtag phrases."'''),
+    ("code", '''%%assert GenerateTweet --name under_280 --hard
+len(tweet) <= 280
+f"The tweet is {len(tweet)} characters long; keep it under 280 characters."'''),
+    ("code", '''%%assert GenerateTweet --name has_answer
+answer_in_text(answer, tweet)
+f"The tweet must state the answer: {answer}."'''),
+    ("code", '''%%assert GenerateTweet --name engaging
+lm_judge("Is this tweet engaging?", tweet=tweet)
+"Make the tweet more engaging: a lively first sentence, no hashtags."'''),
+    ("code", '''%%assert GenerateTweet --name faithful
+lm_judge("Is every claim in the tweet supported by the context?", context=context, tweet=tweet)
+"Only say what the context supports."'''),
+    ("md", """## Metric
+
+The task metric is separate from the constraints: here a tweet is *good* when it contains the gold
+answer, has no hashtags and fits in 280 characters."""),
+    ("code", '''def quality(example, pred, trace=None):
+    tweet = pred.tweet or ""
+    return answer_in_text(example.answer, tweet) and not re.search(r"#\\w+", tweet) and len(tweet) <= 280'''),
+    ("md", """## Compile and compare
+
+`%%compile` wires the chain by field name (`retrieve` fills `context`), attaches the constraints,
+and runs the five settings of the paper: **Vanilla** (no constraints), **Infer w/ Assert**
+(backtracking at inference), **Compile** (few-shot bootstrapping), **Compile w/ Assert** (the
+teacher backtracks, so demos satisfy the constraints and include fixed counterexamples) and
+**C+Infer w/ Assert** (both). `tweeter` becomes the compiled program with assertions on."""),
+    ("code", '''%%compile tweeter --train trainset --dev devset --metric quality -o report
+retrieve >> GenerateAnswer >> GenerateTweet'''),
+    ("md", READ_REPORT),
+    ("code", '''report.pass_rates()[["setting", "constraint", "kind", "checks", "first_try_passes",
+                     "passes_after_backtrack", "final_failures", "pass_rate"]]'''),
+    ("md", "The compiled program is a plain DSPy module with assertions active; call it like any other:"),
+    ("code", '''prediction = tweeter(question=devset[0].question)
+prediction.tweet'''),
+    ("code", PAPER_CELL.format(
+        paper='{"engaging": [32.2, 36.4, 2.0, 73.0, 85.0], "quality": [30.5, 30.6, 32.8, 42.9, 45.0]}',
+        cols='["engaging", "quality"]',
+    )),
+    ("md", HONESTY.format(text="TWEETGEN_HONESTY")),
+    ("md", """## Exercise
+
+1. Add a constraint that the tweet is **under 120 characters** (soft), with feedback that says how
+   long it is. Re-run `%%compile` and compare the `lm_calls/ex` column: what does the extra
+   constraint cost?
+2. Make `no_hashtags` hard (`--hard`). What happens to the `failed` column in Vanilla vs Infer w/
+   Assert, and why?
+3. `%lmassert export tweeter exported/` writes a plain Python file and a DSPy JSON program: open
+   the `.py` and find your constraints in it."""),
+]
+
+# ---------------------------------------------------------------------------------------- 02 MultiHop
+
+MULTIHOP = [
+    ("md", """# Case study 2: multi-hop question answering
+
+Some questions need two searches: *"In which town was the director of 'The Salt Orchard' born?"*
+needs the film's passage (to learn the director) and then the director's passage. The pipeline
+writes a search query per hop and answers from what it found.
+
+Two constraints from the paper help the query writer: a query must be **short** (under 100
+characters) and **new** (not a repeat of an earlier query, which would retrieve the same passages
+again). Both are soft: a long or repeated query is wasteful, not fatal."""),
+    ("code", SETUP.format(full=12)),
+    ("code", LOAD),
+    ("code", '''from lmassert_magic.datasets import load_study, answer_exact_match
+
+study = load_study("multihop", limit=N)
+trainset, devset = study.train, study.dev
+retriever = study.retriever(k=2)
+
+
+def retrieve(query):
+    return retriever(query)
+
+
+print(study)
+print(devset[0].question, "->", devset[0].answer, devset[0].gold_titles)'''),
+    ("md", """## Signatures
+
+`earlier_queries` gives the query writer the queries already tried, so the *new query* constraint
+can be a condition over the step's own fields."""),
+    ("code", '''%%signature GenerateSearchQuery
+"""Write a simple search query that will help answer the question."""
+context: list[str] = In(desc="may contain relevant facts")
+question: str = In()
+earlier_queries: list[str] = In(desc="queries already tried")
+query: str = Out()'''),
+    ("code", '''%%signature GenerateAnswer
+"""Answer the question with a short factoid answer."""
+context: list[str] = In(desc="may contain relevant facts")
+question: str = In()
+answer: str = Out(desc="often between 1 and 5 words")'''),
+    ("md", """The pipeline loops over hops, so it is a `dspy.Module` written in the notebook; it uses the
+registered signatures, and `%%compile` finds their constraints by signature."""),
+    ("code", '''import dspy
+from dspy.evaluate import normalize_text
+
+
+def is_new_query(query, earlier_queries):
+    seen = {normalize_text(q) for q in earlier_queries}
+    return normalize_text(query) not in seen
+
+
+class MultiHopQA(dspy.Module):
+    def __init__(self, hops=2):
+        super().__init__()
+        self.generate_query = [dspy.Predict(GenerateSearchQuery) for _ in range(hops)]
+        self.generate_answer = dspy.Predict(GenerateAnswer)
+
+    def forward(self, question):
+        context, queries = [], []
+        for generate in self.generate_query:
+            query = generate(context=context, question=question, earlier_queries=queries).query
+            queries.append(query)
+            context = list(dict.fromkeys(context + retrieve(query)))
+        prediction = self.generate_answer(context=context, question=question)
+        return dspy.Prediction(answer=prediction.answer, context=context, queries=queries)'''),
+    ("md", "## Constraints (both soft)"),
+    ("code", '''%%assert GenerateSearchQuery --name short_query
+len(query) <= 100
+"Query should be short and less than 100 characters."'''),
+    ("code", '''%%assert GenerateSearchQuery --name new_query
+is_new_query(query, earlier_queries)
+f"Query should be distinct from: {'; '.join(earlier_queries)}"'''),
+    ("md", "The metric is the paper's *answer correct* (normalised match, the answer may sit inside a longer reply)."),
+    ("code", '''%%compile multihop --train trainset --dev devset --metric answer_exact_match -o report
+MultiHopQA'''),
+    ("md", READ_REPORT),
+    ("code", '''def retrieval_hit(example, pred):
+    found = " ".join(pred.context)
+    return all(title in found for title in example.gold_titles)
+
+
+prediction = multihop(question=devset[0].question)
+print(prediction.queries, "->", prediction.answer)'''),
+    ("code", PAPER_CELL.format(
+        paper=('{"suggestions passed (short_query)": [66.2, 88.0, 63.4, 71.6, 91.6], '
+               '"answer correct": [41.6, 43.0, 40.4, 46.2, 45.4]}'),
+        cols='["short_query", "new_query", "answer_exact_match"]',
+    ).replace('ours[["short_query", "new_query", "answer_exact_match"]]',
+              'ours[["short_query", "new_query", "answer_exact_match"]]')),
+    ("md", HONESTY.format(text="MULTIHOP_HONESTY")),
+    ("md", """## Exercise
+
+Add a constraint on `GenerateAnswer` that the answer is **at most 5 words** (soft), recompile, and
+compare `answer_exact_match` across settings. Does a shorter answer help the exact-match metric or
+hurt it?"""),
+]
+
+# ---------------------------------------------------------------------------------------- 03 LongForm
+
+LONGFORM = [
+    ("md", """# Case study 3: long-form answers with citations
+
+The pipeline writes a short paragraph that answers a question from numbered passages and cites
+them as `[1]`, `[2]`. Two constraints from the paper:
+
+* **citations**: every one or two sentences carry a citation (a regular-expression check);
+* **faithful**: each cited sentence is supported by the passage it cites (an LM judge per
+  citation).
+
+Both are soft: an uncited or unsupported sentence makes the answer worse, not unusable."""),
+    ("code", SETUP.format(full=10)),
+    ("code", LOAD),
+    ("code", '''from lmassert_magic.datasets import load_study, answer_in_text
+
+study = load_study("longform", limit=N)
+trainset, devset = study.train, study.dev
+retriever = study.retriever(k=3)
+
+
+def retrieve(question):
+    return retriever(question)
+
+
+def number_passages(context):
+    """Numbered passages, so the LM can cite them as [n]."""
+    return {"context": [f"[{i}] {passage}" for i, passage in enumerate(context, 1)]}
+
+
+print(devset[0].question, "->", devset[0].answer)
+number_passages(retrieve(devset[0].question))["context"]'''),
+    ("code", '''%%signature GenerateCitedParagraph
+"""Write two or three sentences that answer the question using the passages. End every sentence with the number of the passage it uses, like [1]."""
+context: list[str] = In(desc="numbered passages")
+question: str = In()
+paragraph: str = Out(desc="sentences ending with citations like [1]")'''),
+    ("md", """Helpers for the checks are ordinary notebook functions; constraint cells can call them."""),
+    ("code", '''import re
+
+from lmassert_magic import lm_judge  # the helpers below call the LM judge themselves
+
+CITATION = re.compile(r"\\[(\\d+)\\]")
+
+
+def sentences(text):
+    return [s for s in re.split(r"(?<=[.!?])\\s+", text.strip()) if s]
+
+
+def has_citations(paragraph):
+    """Every one or two sentences carry a citation [n] (the paper's rule)."""
+    parts = sentences(paragraph)
+    if not parts:
+        return False
+    return all(CITATION.search(" ".join(parts[i:i + 2])) for i in range(0, len(parts), 2))
+
+
+def cited_pairs(paragraph, context, limit=3):
+    pairs = []
+    for sentence in sentences(paragraph):
+        for number in CITATION.findall(sentence):
+            if 1 <= int(number) <= len(context):
+                pairs.append((sentence, context[int(number) - 1]))
+    return pairs[:limit]
+
+
+def citations_faithful(paragraph, context):
+    """Each cited sentence is supported by its passage, judged by the LM (at most 3 per answer)."""
+    pairs = cited_pairs(paragraph, context)
+    return bool(pairs) and all(
+        lm_judge("Is the sentence supported by the passage?", sentence=s, passage=p) for s, p in pairs
+    )'''),
+    ("code", '''%%assert GenerateCitedParagraph --name citations
+has_citations(paragraph)
+"Every 1-2 sentences should end with a citation in the format [n]."'''),
+    ("code", '''%%assert GenerateCitedParagraph --name faithful
+citations_faithful(paragraph, context)
+"Make sure every sentence is supported by the passage it cites."'''),
+    ("code", '''def answer_correct(example, pred, trace=None):
+    return answer_in_text(example.answer, pred.paragraph or "")'''),
+    ("code", '''%%compile cited_qa --train trainset --dev devset --metric answer_correct -o report
+retrieve >> number_passages >> GenerateCitedParagraph'''),
+    ("md", READ_REPORT),
+    ("code", '''prediction = cited_qa(question=devset[0].question)
+prediction.paragraph'''),
+    ("code", PAPER_CELL.format(
+        paper='{"citation faithful": [78.8, 90.8, 79.6, 81.2, 91.8]}',
+        cols='["citations", "faithful", "answer_correct"]',
+    )),
+    ("md", HONESTY.format(text="LONGFORM_HONESTY")),
+    ("md", """## Exercise
+
+Write a constraint that the paragraph cites **at least two different passages** (soft), with
+feedback naming the passages it did not use. Recompile: does citation coverage go up, and what
+happens to `faithful`?"""),
+]
+
+# ---------------------------------------------------------------------------------------- 04 QuizGen
+
+QUIZGEN = [
+    ("md", """# Case study 4: quiz generation
+
+Given a question and its answer, the pipeline writes four multiple-choice options as JSON. Three
+constraints from the paper:
+
+* **valid_json**: the options parse as a JSON object with keys A-D (a program reading them would
+  crash otherwise; still soft here, as in the paper, so we can measure it);
+* **answer_included**: the correct answer is one of the options;
+* **plausible**: the distractors are plausible (same kind of thing as the answer), judged by the
+  LM.
+
+The paper's *validity* measure is all three at once; we report it as the metric."""),
+    ("code", SETUP.format(full=12)),
+    ("code", LOAD),
+    ("code", '''from lmassert_magic.datasets import load_study, answer_in_text
+
+study = load_study("quizgen", limit=N)
+trainset, devset = study.train, study.dev
+print(devset[0].question, "->", devset[0].answer, f"({devset[0].answer_type})")'''),
+    ("code", '''%%signature GenerateChoices
+"""Write four answer options for the quiz question: the correct answer and three plausible wrong ones. Return a JSON object like {"A": "...", "B": "...", "C": "...", "D": "..."}."""
+question: str = In()
+answer: str = In(desc="the correct answer")
+choices: str = Out(desc="JSON object with keys A, B, C, D")'''),
+    ("code", '''import json
+
+
+def parse_choices(choices):
+    try:
+        value = json.loads(choices)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(value, dict) or sorted(value) != ["A", "B", "C", "D"]:
+        return None
+    return {k: str(v) for k, v in value.items()}
+
+
+def answer_in_choices(choices, answer):
+    parsed = parse_choices(choices)
+    return bool(parsed) and any(answer_in_text(answer, option) for option in parsed.values())'''),
+    ("code", '''%%assert GenerateChoices --name valid_json
+parse_choices(choices) is not None
+'The choices must be a JSON object with exactly the keys "A", "B", "C", "D".\''''),
+    ("code", '''%%assert GenerateChoices --name answer_included
+answer_in_choices(choices, answer)
+f"One of the options must be the correct answer: {answer}."'''),
+    ("code", '''%%assert GenerateChoices --name plausible
+lm_judge("Could each of these options be a sensible answer to the question?", question=question, options=choices)
+"Make the wrong options plausible: the same kind of thing as the correct answer."'''),
+    ("md", """The metric checks validity without the LM: valid JSON, the answer among the options, and
+every distractor of the same type as the answer (e.g. all towns), using the world's list of values."""),
+    ("code", '''def validity(example, pred, trace=None):
+    parsed = parse_choices(pred.choices)
+    if not parsed or not answer_in_choices(pred.choices, example.answer):
+        return False
+    same_kind = {v.lower() for v in study.answer_values.get(example.answer_type, [])}
+    return all(option.strip().lower() in same_kind for option in parsed.values())'''),
+    ("code", '''%%compile quiz --train trainset --dev devset --metric validity -o report
+GenerateChoices'''),
+    ("md", READ_REPORT),
+    ("code", '''prediction = quiz(question=devset[0].question, answer=devset[0].answer)
+prediction.choices'''),
+    ("code", PAPER_CELL.format(
+        paper='{"validity": [30.5, 70.5, 81.7, 80.5, 87.2]}',
+        cols='["valid_json", "answer_included", "plausible", "validity"]',
+    )),
+    ("md", HONESTY.format(text="QUIZGEN_HONESTY")),
+    ("md", """## Exercise
+
+Make `valid_json` a **hard** constraint and recompile. Which settings now report failed examples,
+and how does C+Infer w/ Assert compare with Infer w/ Assert on the `failed` column?"""),
+]
+
+NOTEBOOKS = {
+    "01_quickstart.ipynb": QUICKSTART,
+    "02_multihop_qa.ipynb": MULTIHOP,
+    "03_longform_qa_citations.ipynb": LONGFORM,
+    "04_quiz_gen.ipynb": QUIZGEN,
+}
+
+
+def main() -> None:
+    for name, cells in NOTEBOOKS.items():
+        nbformat.write(nb(cells), HERE / name)
+        print("wrote", name)
+
+
+if __name__ == "__main__":
+    main()
