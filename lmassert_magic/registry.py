@@ -456,12 +456,18 @@ def _check_expression(expr: str, line: int, fields: Sequence[str], namespace: Ma
     except SyntaxError as exc:
         raise RegistryError(f"the {what} is not a valid expression: {exc.msg}", line + max((exc.lineno or 2) - 2, 0)) \
             from None
+    except (RecursionError, MemoryError):  # Python's parser gives up on very deep nesting
+        raise RegistryError(f"the {what} is nested too deeply for Python to parse; simplify it", line) from None
     for node in ast.walk(tree):
         if isinstance(node, (ast.Yield, ast.YieldFrom, ast.Await)):
             raise RegistryError(f"the {what} cannot use yield or await", line + node.lineno - 1)
+    try:
+        names = free_names(expr)
+    except (RecursionError, MemoryError):
+        raise RegistryError(f"the {what} is nested too deeply for Python to parse; simplify it", line) from None
     used_fields: list[str] = []
     used_helpers: list[str] = []
-    for name, offset in free_names(expr).items():
+    for name, offset in names.items():
         if name in fields:
             used_fields.append(name)
         elif name in namespace:
@@ -485,8 +491,12 @@ def build_constraint(spec: ConstraintSpec, signature: SignatureSpec, namespace: 
     fields = signature.field_names()
     cond_fields, cond_helpers = _check_expression(spec.condition, spec.line, fields, namespace, "condition",
                                                   signature.name)
-    condition = _CellExpression(spec.condition, cond_fields, cond_helpers, namespace,
-                                f"<%%assert {spec.name} condition>")
+    try:
+        condition = _CellExpression(spec.condition, cond_fields, cond_helpers, namespace,
+                                    f"<%%assert {spec.name} condition>")
+    except (RecursionError, MemoryError):  # the compiler's limit is lower than the parser's
+        raise RegistryError("the condition is nested too deeply for Python to compile; simplify it", spec.line) \
+            from None
     message: str | Callable[..., str] = ""
     if spec.message is not None:
         mline = spec.message_line or spec.line

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import inspect
 import io
 import keyword
@@ -133,6 +134,22 @@ def _parse_module(body: str, first_line: int) -> ast.Module:
         fail(f"invalid Python: {exc.msg}", first_line + (exc.lineno or 1) - 1)
 
 
+def _within_parser_limits(parse: Callable[..., Any]) -> Callable[..., Any]:
+    """Python's parser and compiler give up on very deep nesting (RecursionError, or MemoryError for a
+    parser stack overflow): that is a mistake in the cell, reported like any other, not a crash."""
+
+    @functools.wraps(parse)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return parse(*args, **kwargs)
+        except (RecursionError, MemoryError):
+            first_line = kwargs.get("first_line", FIRST_BODY_LINE)
+            fail("the body is nested too deeply for Python to parse (thousands of `not`, `-`, `[...]` or `>>`); "
+                 "simplify it, or move the logic into a function in a normal cell", first_line)
+
+    return guarded
+
+
 def _significant(tokens: Iterable[tokenize.TokenInfo]) -> list[tokenize.TokenInfo]:
     skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
     return [t for t in tokens if t.type not in skip and not (t.type == tokenize.ERRORTOKEN and t.string.isspace())]
@@ -146,6 +163,7 @@ def _offset(body: str, row: int, col: int) -> int:
 # ---------------------------------------------------------------- %%signature
 
 
+@_within_parser_limits
 def parse_signature_body(name: str, body: str, *, cot: bool = False,
                          first_line: int = FIRST_BODY_LINE) -> SignatureSpec:
     """A `%%signature` body: a docstring, then `field: type = In(...)/Out(...)` lines, or the
@@ -271,6 +289,7 @@ def _parse_class_body(name: str, body: str, *, cot: bool, first_line: int) -> Si
 # ---------------------------------------------------------------- %%assert
 
 
+@_within_parser_limits
 def parse_assert_body(body: str, first_line: int = FIRST_BODY_LINE) -> tuple[str, int, str | None, int | None]:
     """A `%%assert` body: a condition expression, then optionally the feedback string / f-string.
 
@@ -323,6 +342,7 @@ def _dotted(node: ast.expr) -> str | None:
     return None
 
 
+@_within_parser_limits
 def parse_pipeline_body(body: str, first_line: int = FIRST_BODY_LINE) -> tuple[StepRef, ...]:
     """A `%%compile` body: steps joined with `>>` (and/or one per line), or one dspy.Module name."""
     if not body.strip():
@@ -339,19 +359,21 @@ def parse_pipeline_body(body: str, first_line: int = FIRST_BODY_LINE) -> tuple[S
             tree = _parse_module(body, first_line)  # report the error as the body has it
     steps: list[StepRef] = []
 
-    def flatten(node: ast.expr) -> None:
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.RShift):
-            flatten(node.left)
-            flatten(node.right)
-            return
-        line = first_line + node.lineno - 1
-        ref = _dotted(node)
-        if ref is None:
-            if isinstance(node, ast.BinOp):
-                fail("join pipeline steps with >>", line)
-            fail(f"a pipeline step must be a name (a registered signature, a function or a dspy.Module), got "
-                 f"`{ast.unparse(node)}`; assign it to a variable in a normal cell first", line)
-        steps.append(StepRef(ref, line))
+    def flatten(root: ast.expr) -> None:
+        pending = [root]  # a stack, not recursion: a long chain is a deep left-leaning tree
+        while pending:
+            node = pending.pop()
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.RShift):
+                pending += [node.right, node.left]
+                continue
+            line = first_line + node.lineno - 1
+            ref = _dotted(node)
+            if ref is None:
+                if isinstance(node, ast.BinOp):
+                    fail("join pipeline steps with >>", line)
+                fail(f"a pipeline step must be a name (a registered signature, a function or a dspy.Module), got "
+                     f"`{ast.unparse(node)}`; assign it to a variable in a normal cell first", line)
+            steps.append(StepRef(ref, line))
 
     for stmt in tree.body:
         if not isinstance(stmt, ast.Expr):
