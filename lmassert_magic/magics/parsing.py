@@ -312,7 +312,8 @@ def parse_assert_body(body: str, first_line: int = FIRST_BODY_LINE) -> tuple[str
         fail("a %%assert body is one condition and one message; put another constraint in its own cell",
              first_line + tree.body[2].lineno - 1)
     cond = tree.body[0].value  # type: ignore[attr-defined]
-    cond_line = first_line + cond.lineno - 1
+    # the statement's line, not the value's: the source kept below starts at an enclosing '(' line
+    cond_line = first_line + tree.body[0].lineno - 1
     if isinstance(cond, ast.JoinedStr) or (isinstance(cond, ast.Constant) and isinstance(cond.value, str)):
         fail("the first expression is the condition, and it is a string here; write the condition first, "
              "then the message", cond_line)
@@ -323,7 +324,7 @@ def parse_assert_body(body: str, first_line: int = FIRST_BODY_LINE) -> tuple[str
     msg_src = msg_line = None
     if len(tree.body) == 2:
         msg = tree.body[1].value  # type: ignore[attr-defined]
-        msg_line = first_line + msg.lineno - 1
+        msg_line = first_line + tree.body[1].lineno - 1
         if not (isinstance(msg, ast.JoinedStr) or (isinstance(msg, ast.Constant) and isinstance(msg.value, str))):
             fail("the second expression is the feedback message and must be a string or an f-string", msg_line)
         msg_src = ast.get_source_segment(body, tree.body[1])
