@@ -60,9 +60,19 @@ __all__ = [
 ]
 
 
+#: An error quoting a huge cell (a 100,000-character line, a giant name) is cut to this length.
+MAX_ERROR_CHARS = 600
+
+
 def one_line(text: str) -> str:
-    """IPython prints a UsageError as one line; keep it one (pydantic and argparse messages wrap)."""
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    """IPython prints a UsageError as one line; keep it one (pydantic and argparse messages wrap),
+    and readable: the middle of a very long one is cut (the problem is named first, hints come last)."""
+    line = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    if len(line) > MAX_ERROR_CHARS:
+        tail = MAX_ERROR_CHARS // 4
+        cut = len(line) - MAX_ERROR_CHARS
+        line = f"{line[: MAX_ERROR_CHARS - tail]} …({cut:,} characters cut)… {line[-tail:]}"
+    return line
 
 
 def fail(message: str, line: int | None = None, *, name: str | None = None,
