@@ -335,7 +335,37 @@ def build_signature(spec: SignatureSpec, namespace: Mapping[str, Any]) -> type[d
     try:
         return SignatureMeta(spec.name, (dspy.Signature,), body)
     except Exception as exc:
-        raise RegistryError(f"cannot build signature {spec.name}: {type(exc).__name__}: {exc}") from None
+        culprit = _unusable_type(spec, annotations)
+        if culprit is not None:
+            f, problem = culprit
+            raise RegistryError(f"field {f.name!r}: type {f.type!r} cannot be used for a field ({problem})",
+                                f.line) from None
+        raise RegistryError(f"cannot build signature {spec.name}: {_first_sentence(exc)}") from None
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """`Type: first sentence` of an error (pydantic's go on with advice that does not apply here)."""
+    text = str(exc).strip().split("\n", 1)[0].split(". ", 1)[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _unusable_type(spec: SignatureSpec, annotations: Mapping[str, Any]) -> tuple[FieldSpec, str] | None:
+    """The first field whose type pydantic cannot build a schema for, to name it and its line."""
+    import pydantic
+
+    for f in spec.fields:
+        if f.name in annotations:
+            try:
+                pydantic.TypeAdapter(annotations[f.name])
+            except Exception as exc:  # RecursionError too, for absurdly nested types
+                return f, _first_sentence(exc)
+    return None
+
+
+#: Names the dspy.Signature class itself defines (`instructions`, `fields`, ...): a field of that name breaks it.
+SIGNATURE_ATTRIBUTES = frozenset(
+    n for n in dir(SignatureMeta) if not n.startswith("_") and isinstance(getattr(SignatureMeta, n, None), property)
+) | {"model_config"}
 
 
 def validate_signature(spec: SignatureSpec) -> None:
@@ -352,8 +382,10 @@ def validate_signature(spec: SignatureSpec) -> None:
             raise RegistryError(f"field {f.name!r} is defined twice", f.line)
         if f.name == "feedback":
             raise RegistryError("'feedback' is reserved: retries pass the constraint feedback in it", f.line)
-        if f.name.startswith("__"):
-            raise RegistryError(f"field names cannot start with '__' ({f.name!r})", f.line)
+        if f.name.startswith("_"):
+            raise RegistryError(f"field names cannot start with '_' ({f.name!r})", f.line)
+        if f.name in SIGNATURE_ATTRIBUTES:
+            raise RegistryError(f"{f.name!r} is a name dspy.Signature uses itself; choose another field name", f.line)
         seen[f.name] = f
     outputs = [f for f in spec.fields if f.role == OUTPUT]
     for out in outputs:
