@@ -283,10 +283,17 @@ def _parse_class_body(name: str, body: str, *, cot: bool, first_line: int) -> Si
             fail(f"field {fname!r}: at most one positional argument (the description)", line)
         if value.args:
             desc = _literal_str(value.args[0], f"field {fname!r}: the description", line)
+        given = {"desc"} if value.args else set()
         for kw in value.keywords:
+            if kw.arg is None:
+                fail(f"field {fname!r}: `**{ast.unparse(kw.value)}` cannot be read without running it; "
+                     "write desc=\"...\" or prefix=\"...\"", line)
             if kw.arg not in FIELD_KEYWORDS:
                 fail(f"field {fname!r}: unknown argument {kw.arg!r} (use desc= or prefix=)", line,
-                     name=kw.arg or "", candidates=FIELD_KEYWORDS)
+                     name=kw.arg, candidates=FIELD_KEYWORDS)
+            if kw.arg in given:  # Python itself rejects a repeated keyword; `In("d", desc="e")` says it twice too
+                fail(f"field {fname!r}: the {'description' if kw.arg == 'desc' else kw.arg} is given twice", line)
+            given.add(kw.arg)
             text = _literal_str(kw.value, f"field {fname!r}: {kw.arg}", line)
             if kw.arg == "desc":
                 desc = text
