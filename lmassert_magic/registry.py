@@ -757,8 +757,8 @@ class Registry:
             raise RegistryError(f"{spec.name!r} is not a valid constraint name (use letters, digits and _)", 1)
         if spec.max_backtracks is not None and spec.max_backtracks < 0:
             raise RegistryError("--backtracks must be 0 or more", 1)
-        if spec.timeout is not None and spec.timeout <= 0:
-            raise RegistryError("the timeout must be positive (0 means no limit)", 1)
+        if spec.timeout is not None and not 0 < spec.timeout < math.inf:
+            raise RegistryError(f"the timeout must be a positive number of seconds or None, got {spec.timeout}", 1)
         with self.transaction() as tx:
             state = tx.state
             sig = state.signatures.get(spec.target)

@@ -6,6 +6,7 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
+import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -109,6 +110,8 @@ class Constraint:
             raise TypeError(f"constraint {self.name!r}: message must be a str or a callable")
         if self.max_backtracks is not None and self.max_backtracks < 0:
             raise ValueError(f"constraint {self.name!r}: max_backtracks must be >= 0")
+        if self.timeout is not None and not 0 < self.timeout < math.inf:
+            raise ValueError(f"constraint {self.name!r}: timeout must be a positive number of seconds or None")
 
     def __deepcopy__(self, memo: dict) -> Constraint:
         return self  # a definition, shared by every copy of a program (its callables may hold locks, modules...)

@@ -6,6 +6,8 @@ message sees the fields, not notebook variables of the same name.
 
 from __future__ import annotations
 
+import math
+
 from IPython.core.magic import cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float
@@ -82,8 +84,8 @@ class AssertionMagics(RegistryMagics):
                  1, name=target, candidates=registry.signatures)
         timeout = args.timeout if args.timeout is not None else self.check_timeout
         timeout = None if not timeout else float(timeout)
-        if timeout is not None and timeout < 0:
-            fail("--timeout must be 0 (no limit) or positive", 1)
+        if timeout is not None and not 0 < timeout < math.inf:  # nan and inf too: a time limit is a number
+            fail(f"--timeout must be 0 (no limit) or a positive number of seconds, got {timeout}", 1)
 
         cid = cell_id(self.shell)
         replaces = None
