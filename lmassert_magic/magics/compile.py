@@ -90,6 +90,11 @@ def _examples(value: Any, flag: str) -> list[dspy.Example]:
     return items
 
 
+def _is_report(value: Any) -> bool:
+    """What `-o VAR` may replace: an earlier report (or bare result), never a dataset or a function."""
+    return isinstance(value, AblationResult) or isinstance(getattr(value, "result", None), AblationResult)
+
+
 @magics_class
 class CompileMagics(RegistryMagics):
     """The `%%compile` cell magic."""
@@ -138,6 +143,7 @@ class CompileMagics(RegistryMagics):
             check_identifier(args.output, "-o")
             if args.output == name:
                 fail("-o must differ from NAME (NAME gets the program, -o the report)", 1)
+            self.check_bindable(args.output, _is_report, "report")
         if args.backtracks < 0:
             fail("--backtracks must be 0 or more", 1)
         if args.threads < 1:
