@@ -191,6 +191,8 @@ class CompileMagics(RegistryMagics):
             )
         examples = [e for s in result.settings.values() for e in s.examples]
         if examples and all(not e.ok for e in examples):
+            if all((e.error or "").startswith("PipelineError:") for e in examples):  # the body's wiring, not the LM
+                fail(f"the pipeline fails on every example: {examples[0].error}", 2)
             raise CompileFailed(f"every example failed in every setting; the first error: {examples[0].error}")
 
         program = choose_program(result, plan, args.backtracks)
