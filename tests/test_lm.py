@@ -387,9 +387,12 @@ def test_embedded_server_is_loopback_http_and_quiet(capfd):
     url = local_server_url()
     assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
     body = json.dumps({"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8}).encode()
-    request = urllib.request.Request(f"{url}/chat/completions", data=body, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "Origin": "http://evil.example"}
+    request = urllib.request.Request(f"{url}/chat/completions", data=body, headers=headers)
     with urllib.request.urlopen(request, timeout=60) as response:
         reply = json.loads(response.read())
+        allowed_origin = response.headers.get("Access-Control-Allow-Origin", "")
+    assert allowed_origin not in ("*", "http://evil.example")  # a web page cannot read the model's answers
     assert reply["choices"][0]["message"]["content"]
     assert reply["usage"]["completion_tokens"] > 0
     print("stdout still works", flush=True)

@@ -184,7 +184,9 @@ def _adapter_label(lm: Any) -> str:
         if adapter is None:
             return "ChatAdapter (run ensure_lm() or %lm local for JSON-schema output)"
         return "JSON schema, grammar-constrained"
-    return type(adapter).__name__ if adapter is not None else "ChatAdapter"
+    if adapter is None or isinstance(adapter, AutoAdapter):
+        return "ChatAdapter"
+    return type(adapter).__name__
 
 
 def describe_lm(lm: Any = None) -> str:

@@ -236,6 +236,13 @@ class LocalServer:
         # questions at 1.0, 0 of those 9 at 1.1). Server-wide, so HTTP clients see the same model.
         params.sampling.penalty_repeat = REPEAT_PENALTY
         params.verbosity = 0  # no per-request logs once running
+        # Loopback is not enough against a web page in the user's browser: no cross-origin reads (CORS
+        # only for the server's own origin), no web UI, no /slots (it would show other requests' prompts).
+        params.cors_origins = f"http://{self.host}"
+        params.cors_origins_explicit = True
+        params.cors_credentials = False
+        params.ui = False
+        params.endpoint_slots = False
         params.endpoint_metrics = False
         started = time.perf_counter()
         with _silenced_fd(2) as capture:
