@@ -120,7 +120,10 @@ def check_tokens(body: str, first_line: int = FIRST_BODY_LINE) -> list[tokenize.
             tokens.append(tok)
             if tok.type == tokenize.OP and tok.string in "([{":
                 opened.append(tok)
-            elif tok.type == tokenize.OP and tok.string in ")]}" and opened:
+            elif tok.type == tokenize.OP and tok.string in ")]}":
+                if not opened:  # else tokenize counts it as an opener and reports EOF past the last line
+                    fail(f"the body does not tokenise as Python: {tok.string!r} closes nothing",
+                         first_line + tok.start[0] - 1)
                 opened.pop()
     except tokenize.TokenError as exc:
         message, (row, _) = exc.args
