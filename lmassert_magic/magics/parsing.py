@@ -95,13 +95,27 @@ def user_errors() -> Iterator[None]:
 
 
 def parse_line(magic: Callable[..., Any], line: str) -> Any:
-    """Parse a magic line with its `magic_arguments` parser; problems are 'line 1: ...' UsageErrors."""
+    """Parse a magic line with its `magic_arguments` parser; problems are 'line 1: ...' UsageErrors.
+
+    IPython splits magic lines without removing quotes (so Windows paths keep their backslashes);
+    a value written in quotes (`--settings "vanilla, compile"`, a path with spaces) loses them here.
+    """
     try:
-        return parse_argstring(magic, line)
+        args = parse_argstring(magic, line)
     except UsageError as exc:
         raise UsageError(one_line(f"line 1: {exc}")) from None
     except ValueError as exc:  # unbalanced quotes in the line
         raise UsageError(one_line(f"line 1: cannot split the arguments ({exc})")) from None
+    for key, value in vars(args).items():
+        if isinstance(value, str):
+            setattr(args, key, _unquote(value))
+        elif isinstance(value, list):
+            setattr(args, key, [_unquote(v) if isinstance(v, str) else v for v in value])
+    return args
+
+
+def _unquote(value: str) -> str:
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
 
 
 def check_identifier(value: str, what: str, line: int = 1) -> str:
