@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextvars
 import functools
 import inspect
@@ -22,16 +21,29 @@ Message = str | Callable[..., str]
 #: Checks run on a worker thread only when they have a time limit; a stuck check cannot block a run.
 DEFAULT_CHECK_TIMEOUT: float | None = None
 
-_executor_lock = threading.Lock()
-_executor: concurrent.futures.ThreadPoolExecutor | None = None
 
+def _run_with_time_limit(fn: Callable[[], Any], timeout: float, name: str) -> tuple[bool, Any, BaseException | None]:
+    """(finished, value, error) of `fn()` run on its own daemon thread, waiting at most `timeout` seconds.
 
-def _check_executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="lmassert-check")
-        return _executor
+    One thread per check, not a pool: Python cannot stop a thread, so a check that never returns keeps
+    its thread for good; in a bounded pool enough of them would starve every later check, and pool
+    threads are joined at exit, so the kernel could not shut down. A daemon thread does neither.
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller, which decides what it means
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=f"lmassert-check-{name}", daemon=True).start()
+    if not done.wait(timeout):
+        return False, None, None
+    return True, box.get("value"), box.get("error")
 
 
 def _wanted_params(fn: Callable[..., Any]) -> tuple[set[str] | None, bool]:
@@ -148,12 +160,12 @@ class Constraint:
             if self.timeout is None:
                 return run()
             ctx = contextvars.copy_context()
-            future = _check_executor().submit(ctx.run, run)
-            try:
-                return future.result(timeout=self.timeout)
-            except concurrent.futures.TimeoutError:
-                future.cancel()
-                raise ConstraintError(self.name, f"{what} did not finish within {self.timeout:g}s") from None
+            finished, value, error = _run_with_time_limit(lambda: ctx.run(run), self.timeout, self.name)
+            if not finished:
+                raise ConstraintError(self.name, f"{what} did not finish within {self.timeout:g}s")
+            if error is not None:
+                raise error
+            return value
         except ConstraintError:
             raise
         except Exception as exc:  # the constraint's own bug: attribute it to the constraint
