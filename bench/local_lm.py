@@ -132,7 +132,7 @@ class _RecordingEngine(EmbeddedEngine):
         return body
 
 
-def throughput(n: int) -> None:
+def throughput(n: int, rounds: int = 3) -> None:
     engine = _RecordingEngine()
     lm = local_lm(cache=False).copy(engine=engine)
     program = dspy.Predict(QA)
@@ -145,31 +145,45 @@ def throughput(n: int) -> None:
             elapsed = time.perf_counter() - started
         return lm.history[-1]["usage"]["completion_tokens"], elapsed
 
-    rows = []
+    # Per question and arm: the median of `rounds` timings, so a burst of load from another process on
+    # this shared machine does not decide the ratio. Arms alternate order within each round.
+    arms = ("package", "raw in-process", "raw HTTP")
+    tokens = dict.fromkeys(arms, 0)
+    seconds = dict.fromkeys(arms, 0.0)
+    ratios = []
     for i, question in enumerate(questions(n)):
         package(question)  # untimed: records the body and leaves the prompt in llama.cpp's cache for every arm
         body = dict(engine.last_body or {})
-        if i % 2 == 0:  # alternate which arm goes first
-            p_tokens, p_time = package(question)
-            r_tokens, r_time = raw_inprocess(body)
-        else:
-            r_tokens, r_time = raw_inprocess(body)
-            p_tokens, p_time = package(question)
-        h_tokens, h_time = raw_http(url, body)
-        rows.append((p_tokens, p_time, r_tokens, r_time, h_tokens, h_time))
-    p_tok, p_sec = sum(r[0] for r in rows), sum(r[1] for r in rows)
-    r_tok, r_sec = sum(r[2] for r in rows), sum(r[3] for r in rows)
-    h_tok, h_sec = sum(r[4] for r in rows), sum(r[5] for r in rows)
-    per_call = [(r[0] / r[1]) / (r[2] / r[3]) for r in rows if r[1] and r[3] and r[2]]
-    print(f"== throughput ({len(rows)} questions; completion tokens per wall second; same requests, prompt cached)")
-    print(f"package (DSPy Predict -> EmbeddedEngine)  {p_tok / p_sec:7.1f} tok/s  ({p_tok} tokens, {p_sec:.2f} s)")
-    print(f"raw llama.cpp, in-process                 {r_tok / r_sec:7.1f} tok/s  ({r_tok} tokens, {r_sec:.2f} s)")
-    print(f"raw llama.cpp, HTTP                       {h_tok / h_sec:7.1f} tok/s  ({h_tok} tokens, {h_sec:.2f} s)")
-    print(f"ratio package / raw in-process            {(p_tok / p_sec) / (r_tok / r_sec):7.3f}"
-          f"   (median per question {statistics.median(per_call):.3f}; target >= 0.9)")
-    print(f"ratio package / raw HTTP                  {(p_tok / p_sec) / (h_tok / h_sec):7.3f}")
-    overhead = statistics.median([(r[1] - r[3]) * 1000 for r in rows])
-    print(f"median package overhead per call          {overhead:7.1f} ms")
+        calls = {
+            "package": lambda q=question: package(q),
+            "raw in-process": lambda b=body: raw_inprocess(b),
+            "raw HTTP": lambda b=body: raw_http(url, b),
+        }
+        times: dict[str, list[float]] = {arm: [] for arm in arms}
+        counts: dict[str, int] = {}
+        for r in range(rounds):
+            order = arms if (i + r) % 2 == 0 else tuple(reversed(arms))
+            for arm in order:
+                counts[arm], elapsed = calls[arm]()
+                times[arm].append(elapsed)
+        for arm in arms:
+            tokens[arm] += counts[arm]
+            seconds[arm] += statistics.median(times[arm])
+        ratios.append(
+            (counts["package"] / statistics.median(times["package"]))
+            / (counts["raw in-process"] / statistics.median(times["raw in-process"]))
+        )
+    rate = {arm: tokens[arm] / seconds[arm] for arm in arms}
+    print(f"== throughput ({n} questions x {rounds} rounds; completion tokens per wall second, median per question;"
+          " same requests, prompt cached)")
+    print(f"package (DSPy Predict -> EmbeddedEngine)  {rate['package']:7.1f} tok/s  ({tokens['package']} tokens)")
+    print(f"raw llama.cpp, in-process                 {rate['raw in-process']:7.1f} tok/s")
+    print(f"raw llama.cpp, HTTP                       {rate['raw HTTP']:7.1f} tok/s")
+    print(f"ratio package / raw in-process            {rate['package'] / rate['raw in-process']:7.3f}"
+          f"   (median per question {statistics.median(ratios):.3f}; target >= 0.9)")
+    print(f"ratio package / raw HTTP                  {rate['package'] / rate['raw HTTP']:7.3f}")
+    overhead = (seconds["package"] - seconds["raw in-process"]) / n * 1000
+    print(f"package overhead per call                 {overhead:7.1f} ms")
 
 
 def parse_rate(n: int) -> None:
@@ -197,12 +211,13 @@ def parse_rate(n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--throughput", type=int, default=12, help="questions for the throughput comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="timings per question and arm (median kept)")
     parser.add_argument("--parse", type=int, default=100, help="calls for the parse-rate measurement (0: skip)")
     args = parser.parse_args()
     print(f"run {uuid.uuid4().hex[:8]}; dspy {dspy.__version__}")
     cold_start()
     if args.throughput:
-        throughput(args.throughput)
+        throughput(args.throughput, args.rounds)
     if args.parse:
         parse_rate(args.parse)
 
