@@ -408,6 +408,8 @@ class _RunState:
             stats = record.constraints.get(name)
             if stats is None:
                 stats = record.constraints[name] = ConstraintStats(name, outcome.hard)
+            if outcome.error:  # the condition itself raised, timed out or gave a non-bool
+                stats.errors += 1
             if outcome.first is None:
                 continue
             stats.checks += 1

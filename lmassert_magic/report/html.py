@@ -290,7 +290,12 @@ def passrate_table_html(result: AblationResult, rows: Sequence[SettingRow] | Non
                 f"{s.passes_after_backtrack} after backtracking), {s.backtracks} backtracks, {s.errors} errors"
                 if s and s.checks else "never checked"
             )
-            cells.append(f'<td style="{_NUM}" title="{esc(tip)}">{_pct(r.rate(c.name))}</td>')
+            broken = ""
+            if s and s.errors:  # the constraint's own code failed: say so here, not just 'n/a'
+                tip += f"; the check itself failed {s.errors} time(s) (see the failed examples)"
+                broken = (f'<br><small class="lmassert-broken" style="color:{HARD_COLOR}">'
+                          f"{s.errors} broken</small>")
+            cells.append(f'<td style="{_NUM}" title="{esc(tip)}">{_pct(r.rate(c.name))}{broken}</td>')
         failed = f'<b style="color:{HARD_COLOR}">{r.n_failed}</b>' if r.n_failed else "0"
         compile_note = f" (+{r.compile_lm_calls:,} compiling)" if r.compile_lm_calls else ""
         cells += [
@@ -581,6 +586,10 @@ def render_text(result: AblationResult, row_limit: int = 5) -> str:
         }
         with pd.option_context("display.width", 200, "display.max_columns", 50):
             out.append(clean(pd.DataFrame.from_dict(table, orient="index").to_string()))
+        broken = {c.name: sum(r.stats[c.name].errors for r in rows if c.name in r.stats) for c in infos}
+        if any(broken.values()):
+            out.append("Broken checks (the constraint's own code failed): " + ", ".join(
+                f"{clean(name)}: {n}" for name, n in broken.items() if n))
     groups = demo_groups(result)
     if groups:
         out.append("Demos: " + "; ".join(
