@@ -191,8 +191,12 @@ class CompileMagics(RegistryMagics):
             )
         examples = [e for s in result.settings.values() for e in s.examples]
         if examples and all(not e.ok for e in examples):
-            if all((e.error or "").startswith("PipelineError:") for e in examples):  # the body's wiring, not the LM
-                fail(f"the pipeline fails on every example: {examples[0].error}", 2)
+            errors = [e.error or "" for e in examples]
+            if all(x.startswith("PipelineError:") for x in errors):  # the body's wiring, not the LM
+                fail(f"the pipeline fails on every example: {errors[0]}", 2)
+            if all(x.startswith("ConstraintError:") for x in errors):  # a %%assert's own code, not the LM
+                fail(f"every example failed because a check is broken: {errors[0].split(': ', 1)[1]}; "
+                     "fix its %%assert cell (or remove it with %lmassert remove NAME)")
             raise CompileFailed(f"every example failed in every setting; the first error: {examples[0].error}")
 
         program = choose_program(result, plan, args.backtracks)
