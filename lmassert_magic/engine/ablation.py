@@ -284,8 +284,16 @@ def evaluate_program(
     """Run an (activated) program over `devset` with dspy.Evaluate; every example is accounted for."""
     lock = threading.Lock()
     done = [0]
+    # Set when the evaluation is interrupted. dspy.Evaluate stops handing out examples on a SIGINT, but
+    # an interrupt raised in a worker thread (from an LM client, a callback) leaves its queue running in
+    # the background, still calling the LM after the cell has returned; queued examples now do nothing.
+    stopped = threading.Event()
 
     def probe(**inputs: Any) -> Any:
+        if stopped.is_set():
+            prediction = dspy.Prediction()
+            object.__setattr__(prediction, "_lmassert_error", "not run: the evaluation was interrupted")
+            return prediction
         try:
             prediction = program(**inputs)
         except Exception as exc:
@@ -321,7 +329,11 @@ def evaluate_program(
     )
     start = time.perf_counter()
     with tally_lm() as tally:
-        outcome = evaluator(probe)
+        try:
+            outcome = evaluator(probe)
+        except BaseException:
+            stopped.set()
+            raise
     seconds = time.perf_counter() - start
     examples = []
     for i, (example, prediction, score) in enumerate(outcome.results):
