@@ -145,34 +145,36 @@ def throughput(n: int, rounds: int = 3) -> None:
             elapsed = time.perf_counter() - started
         return lm.history[-1]["usage"]["completion_tokens"], elapsed
 
-    # Per question and arm: the median of `rounds` timings, so a burst of load from another process on
-    # this shared machine does not decide the ratio. Arms alternate order within each round.
+    # Per question and arm: the median of `rounds` timings taken in separate passes over all questions, so a
+    # burst of load from another process on this shared machine does not decide the ratio. Before every
+    # timed call an untimed 1-token request puts the same prompt in llama.cpp's cache: all arms start warm.
     arms = ("package", "raw in-process", "raw HTTP")
-    tokens = dict.fromkeys(arms, 0)
-    seconds = dict.fromkeys(arms, 0.0)
-    ratios = []
-    for i, question in enumerate(questions(n)):
-        package(question)  # untimed: records the body and leaves the prompt in llama.cpp's cache for every arm
-        body = dict(engine.last_body or {})
-        calls = {
-            "package": lambda q=question: package(q),
-            "raw in-process": lambda b=body: raw_inprocess(b),
-            "raw HTTP": lambda b=body: raw_http(url, b),
-        }
-        times: dict[str, list[float]] = {arm: [] for arm in arms}
-        counts: dict[str, int] = {}
-        for r in range(rounds):
-            order = arms if (i + r) % 2 == 0 else tuple(reversed(arms))
-            for arm in order:
-                counts[arm], elapsed = calls[arm]()
-                times[arm].append(elapsed)
-        for arm in arms:
-            tokens[arm] += counts[arm]
-            seconds[arm] += statistics.median(times[arm])
-        ratios.append(
-            (counts["package"] / statistics.median(times["package"]))
-            / (counts["raw in-process"] / statistics.median(times["raw in-process"]))
-        )
+    qs = questions(n)
+    bodies = []
+    for question in qs:
+        package(question)  # untimed: records the exact request body the package sends
+        bodies.append(dict(engine.last_body or {}))
+    times: dict[tuple[int, str], list[float]] = {(i, arm): [] for i in range(n) for arm in arms}
+    counts: dict[tuple[int, str], int] = {}
+    for r in range(rounds):
+        for i, question in enumerate(qs):
+            body = bodies[i]
+            calls = {
+                "package": lambda q=question: package(q),
+                "raw in-process": lambda b=body: raw_inprocess(b),
+                "raw HTTP": lambda b=body: raw_http(url, b),
+            }
+            for arm in arms if (i + r) % 2 == 0 else tuple(reversed(arms)):
+                raw_inprocess({**body, "max_tokens": 1})
+                counts[(i, arm)], elapsed = calls[arm]()
+                times[(i, arm)].append(elapsed)
+    tokens = {arm: sum(counts[(i, arm)] for i in range(n)) for arm in arms}
+    seconds = {arm: sum(statistics.median(times[(i, arm)]) for i in range(n)) for arm in arms}
+    ratios = [
+        (counts[(i, "package")] / statistics.median(times[(i, "package")]))
+        / (counts[(i, "raw in-process")] / statistics.median(times[(i, "raw in-process")]))
+        for i in range(n)
+    ]
     rate = {arm: tokens[arm] / seconds[arm] for arm in arms}
     print(f"== throughput ({n} questions x {rounds} rounds; completion tokens per wall second, median per question;"
           " same requests, prompt cached)")
