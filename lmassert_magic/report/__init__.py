@@ -42,6 +42,13 @@ def widget_frontend_available() -> bool:
     return True
 
 
+def _hidden(frame: pd.DataFrame) -> pd.DataFrame:
+    for column in frame.columns:
+        if not (pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column])):
+            frame[column] = frame[column].map(_html.hide_secrets_in)  # text, lists and dicts of text
+    return frame
+
+
 class CompileReport:
     """A displayable view of an `AblationResult` (the five-setting ablation of `%%compile`).
 
@@ -79,19 +86,20 @@ class CompileReport:
     @cached_property
     def tables(self) -> dict[str, pd.DataFrame]:
         """summary, pass_rates, demos, counterexamples, examples and failures as DataFrames."""
-        examples = self.result.examples_frame()
-        failures = (
-            examples.loc[~examples["ok"], ["setting", "index", "error"]].reset_index(drop=True)
-            if len(examples) else pd.DataFrame(columns=["setting", "index", "error"])
-        )
-        return {
-            "summary": self.result.summary(),
-            "pass_rates": self.result.pass_rates(),
-            "demos": self.result.demos_frame(),
-            "counterexamples": self.result.counterexamples_frame(),
-            "examples": examples,
-            "failures": failures,
-        }
+        with _html.secrets_hidden():  # LM text and errors may carry an API key: blank it in every cell
+            examples = _hidden(self.result.examples_frame())
+            failures = (
+                examples.loc[~examples["ok"], ["setting", "index", "error"]].reset_index(drop=True)
+                if len(examples) else pd.DataFrame(columns=["setting", "index", "error"])
+            )
+            return {
+                "summary": self.result.summary(),
+                "pass_rates": self.result.pass_rates(),
+                "demos": _hidden(self.result.demos_frame()),
+                "counterexamples": _hidden(self.result.counterexamples_frame()),
+                "examples": examples,
+                "failures": failures,
+            }
 
     def summary(self) -> pd.DataFrame:
         """One row per setting: metric, pass rates, LM calls and tokens per example, seconds."""

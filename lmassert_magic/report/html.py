@@ -11,14 +11,25 @@ an LM or a notebook user. Everything goes through `esc`/`text_html`; nothing els
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import html
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..engine.ablation import AblationResult, SettingResult
 from ..engine.records import ConstraintStats, Counterexample
+
+try:  # the lm layer knows which environment variables hold keys; the report works without it
+    from ..lm.redact import REDACTED, secret_env_values
+except ImportError:  # pragma: no cover - depends on the lm layer being present
+    REDACTED = "[REDACTED]"
+
+    def secret_env_values() -> list[str]:  # type: ignore[misc]
+        return []
 
 #: Text longer than this is cut and the rest put behind an expand control (<details>).
 TEXT_LIMIT = 280
@@ -52,9 +63,56 @@ _VISIBLE = {c: f"\\u{c:04x}" for c in _INVISIBLE}
 # ------------------------------------------------------------------------------------------- text
 
 
+_SECRETS: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar("lmassert_secrets", default=None)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def secrets_hidden() -> Iterator[None]:
+    """Read the secret environment values once for a whole rendering (`clean` runs once per string)."""
+    token = _SECRETS.set(tuple(secret_env_values()))
+    try:
+        yield
+    finally:
+        _SECRETS.reset(token)
+
+
+def hiding_secrets(render: _F) -> _F:
+    """Decorator for the views' entry points: everything they render has keys blanked."""
+
+    @functools.wraps(render)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with secrets_hidden():
+            return render(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def hide_secrets(text: str) -> str:
+    """Blank the values of secret-looking environment variables (API keys): an LM error, or an LM echoing
+    its prompt, can carry one, and a report ends up on a projector and in the saved notebook."""
+    secrets = _SECRETS.get()
+    for value in secret_env_values() if secrets is None else secrets:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def hide_secrets_in(value: Any) -> Any:
+    """`hide_secrets` over the strings inside lists, tuples and dicts (table cells hold those)."""
+    if isinstance(value, str):
+        return hide_secrets(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(hide_secrets_in(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: hide_secrets_in(v) for k, v in value.items()}
+    return value
+
+
 def clean(text: str) -> str:
-    """Make control, zero-width and bidi-override characters visible, so text cannot disguise itself."""
-    return text.translate(_VISIBLE)
+    """Blank API keys, and make control, zero-width and bidi-override characters visible, so text
+    cannot disguise itself."""
+    return hide_secrets(text).translate(_VISIBLE)
 
 
 def to_text(value: Any) -> str:
@@ -533,6 +591,7 @@ def report_title(result: AblationResult) -> str:
             f"{n_dev} dev example{'s' if n_dev != 1 else ''}")
 
 
+@hiding_secrets
 def render_html(result: AblationResult, row_limit: int = ROW_LIMIT) -> str:
     """The whole report as one static HTML fragment."""
     rows = setting_rows(result)
@@ -559,6 +618,7 @@ def render_html(result: AblationResult, row_limit: int = ROW_LIMIT) -> str:
 # ------------------------------------------------------------------------------------------- plain text
 
 
+@hiding_secrets
 def render_text(result: AblationResult, row_limit: int = 5) -> str:
     """A terminal-sized summary: headlines, the settings table, counts, and the first failures."""
     import pandas as pd
@@ -607,7 +667,7 @@ def render_text(result: AblationResult, row_limit: int = 5) -> str:
     if failures:
         out.append(f"Failed examples: {len(failures)}")
         for setting, e in failures[:row_limit]:
-            out.append(f"  {setting} #{e.index}: {clean(_short(str(e.error), 200))}")
+            out.append(f"  {setting} #{e.index}: {_short(clean(str(e.error)), 200)}")  # blank keys, then cut
         if len(failures) > row_limit:
             out.append(f"  ... {len(failures) - row_limit} more in report.tables['failures']")
     return "\n".join(out)
@@ -634,11 +694,15 @@ __all__ = [
     "failures_rows_html",
     "fields_html",
     "headline_html",
+    "hide_secrets",
+    "hide_secrets_in",
+    "hiding_secrets",
     "missing_settings",
     "passrate_table_html",
     "render_html",
     "render_text",
     "report_title",
+    "secrets_hidden",
     "setting_rows",
     "summary_lines",
     "text_html",

@@ -62,12 +62,14 @@ class Pager(W.VBox, Generic[T]):
         self.position.value = f"{start + 1}–{start + len(chunk)} of {n}" if n else "0 of 0"
         self.prev_button.disabled = self.page == 0
         self.next_button.disabled = self.page >= self.pages - 1
-        self.body.value = self._render(chunk)
+        with H.secrets_hidden():
+            self.body.value = self._render(chunk)
 
 
 class ReportWidget(W.VBox):
     """The report as widgets; parts are attributes so tests (and users) can reach them."""
 
+    @H.hiding_secrets
     def __init__(self, result: AblationResult, page_size: int = PAGE_SIZE) -> None:
         self.result = result
         rows = H.setting_rows(result)
