@@ -36,6 +36,13 @@ from .parsing import (
     user_errors,
 )
 
+try:  # keys in environment variables, blanked wherever an LM's error text is shown
+    from ..lm.redact import redact as _redact
+except ImportError:  # pragma: no cover - depends on the lm layer being present
+
+    def _redact(text: str) -> str:
+        return text
+
 
 class CompileFailed(RuntimeError):
     """Every example failed in every setting (e.g. the LM is unreachable): a real failure, not a report."""
@@ -191,13 +198,13 @@ class CompileMagics(RegistryMagics):
             )
         examples = [e for s in result.settings.values() for e in s.examples]
         if examples and all(not e.ok for e in examples):
-            errors = [e.error or "" for e in examples]
+            errors = [_redact(e.error or "") for e in examples]  # an LM's error may quote the API key
             if all(x.startswith("PipelineError:") for x in errors):  # the body's wiring, not the LM
                 fail(f"the pipeline fails on every example: {errors[0]}", 2)
             if all(x.startswith("ConstraintError:") for x in errors):  # a %%assert's own code, not the LM
                 fail(f"every example failed because a check is broken: {errors[0].split(': ', 1)[1]}; "
                      "fix its %%assert cell (or remove it with %lmassert remove NAME)")
-            raise CompileFailed(f"every example failed in every setting; the first error: {examples[0].error}")
+            raise CompileFailed(f"every example failed in every setting; the first error: {errors[0]}")
 
         program = choose_program(result, plan, args.backtracks)
         report = CompileReport(result) if CompileReport is not None else None
