@@ -44,6 +44,13 @@ from .registry import (
 
 __all__ = ["ExportResult", "export_program", "render_module"]
 
+try:  # blanks the values of secret environment variables (API keys) and key-shaped strings
+    from .lm.redact import redact as _redact
+except ImportError:  # pragma: no cover - depends on the lm layer being present
+
+    def _redact(text: str) -> str:
+        return text
+
 _MISSING = object()
 
 
@@ -84,10 +91,17 @@ def export_program(registry: Registry, name: str, path: str | Path, namespace: M
         raise RegistryError(f"the Python file name {py_path.name!r} must be importable (letters, digits, _)")
     source, required = render_module(record, namespace, json_path.name)
     compile(source, str(py_path), "exec")  # a bug here must not leave a broken file behind
+    if _redact(source) != source:
+        raise RegistryError(f"the exported {py_path.name} would contain an API key (the value of a secret "
+                            "environment variable, typed into a definition); remove it from the cell")
     py_path.parent.mkdir(parents=True, exist_ok=True)
     record.program.save(str(json_path))
-    py_path.write_text(source, encoding="utf-8")
     notes = []
+    state = json_path.read_text(encoding="utf-8")
+    if _redact(state) != state:  # demos are LM text and data, which can carry a key: blank it in the file
+        json_path.write_text(_redact(state), encoding="utf-8")
+        notes.append(f"an API key found in the demos was blanked in {json_path.name}")
+    py_path.write_text(source, encoding="utf-8")
     if record.stale:
         notes.append(f"{name} is stale ({record.stale}); exported the definitions it was compiled from")
     if required:
@@ -193,6 +207,9 @@ class _Collector:
             return
         if isinstance(value, (types.FunctionType, type)):
             source = _cell_source(value, self.namespace)
+            if source is not None and _redact(source) != source:  # an API key in the code: not copied
+                self.required.append(name)
+                return
             if source is not None:
                 for dep in sorted(_global_reads(source) - {value.__name__}):
                     if dep in self.namespace or dep not in dir(builtins):
@@ -203,7 +220,7 @@ class _Collector:
                 self.blocks.append(block)
                 return
         text = _literal(value)
-        if text is not None:
+        if text is not None and _redact(text) == text:  # a value holding an API key is passed in, never written
             self.blocks.append(f"{name} = {text}\n")
             return
         self.required.append(name)
