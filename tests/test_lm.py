@@ -438,14 +438,24 @@ def test_embedded_parse_rate(model_lm):
 
 
 @pytest.fixture
-def shell():
-    from IPython.core.interactiveshell import InteractiveShell
-
+def shell(bare_ip):
+    """The suite's InteractiveShell singleton (conftest) with only LMMagics registered; restored afterwards."""
     from lmassert_magic.magics.lm import LMMagics
 
-    ip = InteractiveShell.instance()
-    ip.register_magics(LMMagics)
-    return ip
+    line_magics = bare_ip.magics_manager.magics["line"]
+    previous = line_magics.get("lm")
+    magics = LMMagics(shell=bare_ip)
+    bare_ip.register_magics(magics)
+    try:
+        yield bare_ip
+    finally:
+        if previous is None:
+            line_magics.pop("lm", None)
+        else:
+            line_magics["lm"] = previous
+        bare_ip.magics_manager.registry.pop("LMMagics", None)
+        if magics in bare_ip.configurables:
+            bare_ip.configurables.remove(magics)
 
 
 def test_lm_magic_hosted_and_server(shell, capsys, monkeypatch, no_network):
