@@ -26,6 +26,7 @@ from lmassert_magic.report import progress as progress_module
 from lmassert_magic.testing import ScriptedLM
 
 N_DEV, N_TRAIN = 8, 4
+MAX_CALLS_PER_EXAMPLE = 6  # (1 try + 2 backtracks) x (tweet + lm_judge)
 TRIALS_LM = 16
 TRIALS_PROGRESS = 8
 TRIED: dict[str, int] = {"lm": 0, "progress": 0}
@@ -108,11 +109,12 @@ def interrupted_compile(ip, lm: CountingLM, threads: int, patch: Callable[[], An
         interrupted = True
     else:
         interrupted = False
-    # nothing of the interrupted run goes on calling the LM after the cell returned
+    # nothing of the interrupted run goes on calling the LM after the cell returned: examples already
+    # running may finish (at most 3 attempts with a judge each), none is started
     calls = lm.calls
     for t in new_threads(before):
         t.join(timeout=60)
-    assert lm.calls <= calls + threads, f"{lm.calls - calls} LM calls after the cell returned"
+    assert lm.calls <= calls + MAX_CALLS_PER_EXAMPLE * threads, f"{lm.calls - calls} LM calls after the cell returned"
     return interrupted
 
 
@@ -207,6 +209,31 @@ def test_interrupts_from_the_progress_callback(notebook, monkeypatch, capsys):
         TRIED["progress"] += 1
     capsys.readouterr()
     assert len(phases) >= 3, phases  # interrupted in different settings
+
+
+def test_an_interrupt_in_a_worker_stops_the_queued_examples():
+    """50 queued examples, 2 threads, an interrupt at the 5th LM call (in a worker): the rest never start."""
+    from lmassert_magic.engine.ablation import run_ablation
+
+    class Tweet(dspy.Signature):
+        """Write a tweet."""
+
+        question: str = dspy.InputField()
+        tweet: str = dspy.OutputField()
+
+    lm = CountingLM(stop_at=5)
+    lm.latency = 0.005  # so the queue is still long when the interrupt lands
+    dev = [dspy.Example(question=f"d{i}").with_inputs("question") for i in range(50)]
+    before = set(threading.enumerate())
+    with dspy.context(lm=lm):
+        result = run_ablation(dspy.Predict(Tweet), [], dev, lambda e, p, t=None: 1.0, settings="vanilla",
+                              num_threads=2)
+    assert result.interrupted and not result.settings
+    calls = lm.calls
+    for t in new_threads(before):
+        t.join(timeout=60)
+    assert lm.calls - calls <= 2, f"{lm.calls - calls} LM calls after run_ablation returned"
+    assert lm.calls < 10
 
 
 def test_at_least_20_interrupts_were_tried(request):
