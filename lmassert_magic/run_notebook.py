@@ -11,18 +11,41 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def execute(path: Path, out_dir: Path, *, timeout: int, small: int | None, inplace: bool) -> Path:
+    """Run `path` in a fresh kernel; write the executed copy and its HTML to `out_dir`."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    # The kernel inherits our environment: the slice size, and static reports (no widget frontend
+    # will ever render in a headless run; nbconvert shows the static HTML).
+    overrides = {
+        "LMASSERT_SMALL": str(small) if small else None,
+        "LMASSERT_WIDGETS": os.environ.get("LMASSERT_WIDGETS", "0"),
+    }
+    saved = {k: os.environ.get(k) for k in overrides}
+    for key, value in overrides.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        return _run(notebook, path, out_dir, timeout=timeout, inplace=inplace)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run(notebook: Any, path: Path, out_dir: Path, *, timeout: int, inplace: bool) -> Path:
     import nbformat
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
 
-    notebook = nbformat.read(path, as_version=4)
-    env_small = {"LMASSERT_SMALL": str(small)} if small else {}
-    os.environ.update(env_small)
-    # Headless: no widget frontend will ever render, so reports emit their static HTML (nbconvert shows it).
-    os.environ.setdefault("LMASSERT_WIDGETS", "0")
     client = NotebookClient(
         notebook,
         timeout=timeout,

