@@ -56,7 +56,10 @@ _TABLE = "border-collapse:collapse;margin:4px 0"
 
 # Invisible or direction-changing characters that can make shown text lie about what it is.
 _INVISIBLE = [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F, 0x200B, 0x200C, 0x200D, 0x200E, 0x200F,
-              *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF]
+              *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF,
+              # Lone surrogates (half an emoji from a cut-off JSON escape) cannot be encoded as UTF-8: the
+              # kernel could not send a report holding one, nor could the notebook be saved.
+              *range(0xD800, 0xE000)]
 _VISIBLE = {c: f"\\u{c:04x}" for c in _INVISIBLE}
 
 
