@@ -112,6 +112,16 @@ def _outputs_of(predictor: Any, prediction: Any) -> dict[str, Any]:
     return out
 
 
+def _sendable(value: Any) -> Any:
+    """The failing output as a retry input an LM client accepts: half an emoji (a lone surrogate, from a
+    JSON escape cut in two) makes DSPy refuse the whole request, so every retry of that step would fail."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_sendable(v) for v in value)
+    return value
+
+
 class _RunUsage(UsageTracker):
     """Counts this run's tokens and forwards them to any tracker the caller had."""
 
@@ -218,8 +228,8 @@ class _RunState:
         self, predictor: Any, kwargs: dict[str, Any], plan: _RetryPlan, call: Callable[..., Any]
     ) -> tuple[Any, dict[str, Any]]:
         signature = retry_signature(predictor.signature)
-        extra = {f"past_{k}": v for k, v in plan.past.items()}
-        extra["feedback"] = "\n".join(plan.feedback)
+        extra = {f"past_{k}": _sendable(v) for k, v in plan.past.items()}
+        extra["feedback"] = _sendable("\n".join(plan.feedback))
         config = dict(kwargs.pop("config", None) or {})
         lm = kwargs.get("lm") or predictor.lm or dspy.settings.lm
         temperature = config.get("temperature", getattr(lm, "kwargs", {}).get("temperature"))
