@@ -228,6 +228,29 @@ def test_real_compile_payloads_inert_in_chromium(ip):
             browser.close()
 
 
+def test_lone_surrogates_from_the_lm_do_not_break_the_displayed_report(ip):
+    """Half an emoji (a JSON escape cut in two) is a str Python holds but UTF-8 cannot encode: the kernel's
+    message packer would refuse the report, and the notebook could not be saved with it."""
+    from jupyter_client.session import json_packer
+
+    def respond(messages: list[dict[str, Any]]) -> dict[str, Any]:
+        fixed = "Remove the hashtags" in str(messages[-1].get("content", ""))
+        return {"tweet": "fixed \udc00 tweet" if fixed else "half an emoji \ud83d #tag"}
+
+    ip.run_cell(SETUP + 'trainset = [dspy.Example(question="t0").with_inputs("question")]\n'
+                'devset = [dspy.Example(question="d0").with_inputs("question")]\n')
+    for cell in CELLS[:2]:
+        ip.run_cell(cell)
+    with dspy.context(lm=ScriptedLM(respond)):
+        ip.run_cell("%%compile tweeter --train trainset --dev devset --metric quality -o rep\n"
+                    "retrieve >> GenerateTweet\n")
+    report = ip.user_ns["rep"]
+    assert any("\ud83d" in c.failing_outputs["tweet"] for _, c in report.result.all_counterexamples())
+    json_packer({"data": report._repr_mimebundle_(), "widget": widget_fragments(report)})  # what a kernel sends
+    shown = TR.visible_text(CompileReport(report.result, row_limit=1000).html())
+    assert "half an emoji \\ud83d #tag" in shown and "fixed \\udc00 tweet" in shown
+
+
 # ---------------------------------------------------------------- secrets
 
 KEY_NAMES = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "LMASSERT_API_KEY", "HF_TOKEN", "MY_SERVICE_TOKEN"]
