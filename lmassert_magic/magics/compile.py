@@ -206,7 +206,8 @@ class CompileMagics(RegistryMagics):
                      "fix its %%assert cell (or remove it with %lmassert remove NAME)")
             raise CompileFailed(f"every example failed in every setting; the first error: {errors[0]}")
 
-        program = choose_program(result, plan, args.backtracks)
+        # an interrupted run binds nothing, so its record holds no program either (export would write one)
+        program = None if result.interrupted else choose_program(result, plan, args.backtracks)
         report = CompileReport(result) if CompileReport is not None else None
         options = {
             "train": args.train, "dev": args.dev, "metric": args.metric, "optimizer": args.optimizer,
