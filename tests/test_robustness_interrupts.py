@@ -18,6 +18,7 @@ from typing import Any
 
 import dspy
 import pytest
+from IPython.core.error import UsageError
 
 from lmassert_magic.engine.ablation import SETTINGS
 from lmassert_magic.registry import get_registry
@@ -136,6 +137,10 @@ def check_consistent(ip, before: dict[str, Any], tweeter_before: Any, interrupte
         assert after["programs"]["tweeter"]["results"][key]["examples"] == N_DEV
     if interrupted:
         assert ip.user_ns.get("tweeter") is tweeter_before  # NAME is not rebound to a partial program
+        # ... and the registry does not claim a program the notebook never got (export would write it)
+        assert record.program is None
+        with pytest.raises(UsageError, match="interrupted"):
+            ip.run_cell("%lmassert export tweeter /nonexistent/never-written")
         assert "Interrupted: this is a partial result" in report.html()
         assert "INTERRUPTED" in report.text()
         ip.run_cell("%lmassert show tweeter")  # the partial result can be looked at
