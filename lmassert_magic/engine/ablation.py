@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import logging
@@ -296,7 +297,7 @@ def evaluate_program(
             return prediction
         try:
             prediction = program(**inputs)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:  # an LM client cancelling its call is a failure too
             prediction = dspy.Prediction()
             object.__setattr__(prediction, "_lmassert_error", f"{type(exc).__name__}: {exc}")
             record = getattr(exc, "run_record", None)
