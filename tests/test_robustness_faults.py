@@ -1,10 +1,11 @@
 """LM faults and broken constraint code during a five-setting compile: nothing escapes, nothing is lost.
 
-A scripted LM raises on some calls, returns text no adapter can parse on some, and times out on
-others (some dev questions always, plus seeded random faults on any call: teacher runs, retries,
-LM-judged checks). The compile must finish; per setting every example is accounted for (ok + failed
-= total); every failed example is listed in the report with its cause. Checked through
-`run_ablation` and through the `%%compile` magic.
+A scripted LM raises on some calls, returns text no adapter can parse on some, times out on others
+(some dev questions always, plus seeded random faults on any call: teacher runs, retries, LM-judged
+checks), and cancels some (asyncio.CancelledError, a BaseException, on fixed dev questions). The
+compile must finish; per setting every example is accounted for (ok + failed = total); every failed
+example is listed in the report with its cause. Checked through `run_ablation` and through the
+`%%compile` magic.
 
 Constraint code that raises, loops for long or returns a non-bool is reported against that
 constraint (failure cause and the pass-rate table's error count), under a per-check time limit; a
@@ -13,6 +14,7 @@ check stuck for good neither starves the other checks nor keeps Python from exit
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import random
 import re
@@ -35,11 +37,12 @@ from lmassert_magic.report import html as H
 from lmassert_magic.testing import ScriptedLM
 
 N_DEV, N_TRAIN = 50, 10
-RAISE, GARBAGE, TIMEOUT = "raise", "unparsable", "timeout"
+RAISE, GARBAGE, TIMEOUT, CANCEL = "raise", "unparsable", "timeout", "cancelled"
 #: Dev questions that always meet the same fault, so their failure and its cause are known in advance.
 ALWAYS = {RAISE: {"d1", "d11", "d21", "d31", "d41"}, GARBAGE: {"d2", "d12", "d22", "d32", "d42"},
-          TIMEOUT: {"d3", "d13", "d23", "d33", "d43"}}
-CAUSE = {RAISE: "LM went away", GARBAGE: "AdapterParseError", TIMEOUT: "timed out"}
+          TIMEOUT: {"d3", "d13", "d23", "d33", "d43"},
+          CANCEL: {"d4", "d14", "d24", "d34", "d44"}}  # an async client cancelling its call (a BaseException)
+CAUSE = {RAISE: "LM went away", GARBAGE: "AdapterParseError", TIMEOUT: "timed out", CANCEL: "CancelledError"}
 #: Faults injected, by kind, over this module's tests (reported at the end).
 INJECTED: collections.Counter[str] = collections.Counter()
 
@@ -65,6 +68,8 @@ def faulty_respond(seed: int, rate: float = 0.04):
         INJECTED[kind] += 1
         if kind == RAISE:
             raise ConnectionError(f"LM went away: connection reset by peer ({q})")
+        if kind == CANCEL:
+            raise asyncio.CancelledError(f"LM call cancelled ({q})")
         if kind == TIMEOUT:
             time.sleep(0.002)  # a client gives up after waiting; the wait itself is not what is tested
             raise TimeoutError(f"LM request timed out after 30 s ({q})")
@@ -170,7 +175,7 @@ def test_run_ablation_survives_lm_faults_and_accounts_for_every_example(threads,
                               optimizer=optimizer, optimizer_kwargs={"num_candidate_programs": 2}
                               if optimizer == "random_search" else None)
     check_accounted(result, CompileReport(result))
-    injected = {k: INJECTED[k] - before.get(k, 0) for k in (RAISE, GARBAGE, TIMEOUT)}
+    injected = {k: INJECTED[k] - before.get(k, 0) for k in (RAISE, GARBAGE, TIMEOUT, CANCEL)}
     assert all(n >= 5 * len(SETTINGS) for n in injected.values()), injected
     # faults also hit the compile (teacher runs) and the retries, and the run still produced demos
     assert result.demos["compile_assert"] and result.compile_counterexamples
@@ -216,7 +221,7 @@ def test_compile_magic_survives_lm_faults_and_accounts_for_every_example(ip, cap
     record = get_registry().programs["tweeter"]
     assert record.result is report.result and not record.interrupted
     check_accounted(report.result, report)
-    assert all(INJECTED[k] > before.get(k, 0) for k in (RAISE, GARBAGE, TIMEOUT))
+    assert all(INJECTED[k] > before.get(k, 0) for k in (RAISE, GARBAGE, TIMEOUT, CANCEL))
     # the displayed report says how many failed, and why, for the first ones
     n_failed = sum(r.n_failed for r in report.result.settings.values())
     assert f"Failed examples: {n_failed}" in out
@@ -347,4 +352,4 @@ def test_faults_were_injected():
     print(f"faults injected: {dict(INJECTED)}")
     if not INJECTED:
         pytest.skip("the fault tests were not selected")
-    assert all(INJECTED[k] > 0 for k in (RAISE, GARBAGE, TIMEOUT))
+    assert all(INJECTED[k] > 0 for k in (RAISE, GARBAGE, TIMEOUT, CANCEL))
