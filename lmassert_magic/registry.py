@@ -294,8 +294,12 @@ def _type_names(tree: ast.AST) -> list[tuple[str, int]]:
     return [(n.id, n.lineno) for n in ast.walk(tree) if isinstance(n, ast.Name)]
 
 
-def resolve_type(fspec: FieldSpec, namespace: Mapping[str, Any]) -> Any:
-    """Evaluate a field's annotation: notebook names, then typing, then builtins (and `dspy`)."""
+def resolve_type(fspec: FieldSpec, namespace: Mapping[str, Any], *, quoted: bool = False) -> Any:
+    """Evaluate a field's annotation: notebook names, then typing, then builtins (and `dspy`).
+
+    A string (`'list[str]'`, or a notebook variable holding one) is resolved too, now: left to pydantic as a
+    forward reference, an unknown name in it would only fail later, on every example.
+    """
     try:
         tree = ast.parse(fspec.type, mode="eval")
     except SyntaxError as exc:
@@ -312,10 +316,15 @@ def resolve_type(fspec: FieldSpec, namespace: Mapping[str, Any]) -> Any:
                 fspec.line,
             )
     try:
-        return eval(compile(tree, "<field type>", "eval"), {"__builtins__": builtins}, scope)  # noqa: S307
+        value = eval(compile(tree, "<field type>", "eval"), {"__builtins__": builtins}, scope)  # noqa: S307
     except Exception as exc:
         raise RegistryError(f"field {fspec.name!r}: type {fspec.type!r} failed: {type(exc).__name__}: {exc}",
                             fspec.line) from None
+    if isinstance(value, str):
+        if quoted:
+            raise RegistryError(f"field {fspec.name!r}: type {fspec.type!r} is a string, not a type", fspec.line)
+        return resolve_type(dataclasses.replace(fspec, type=value), namespace, quoted=True)
+    return value
 
 
 def build_signature(spec: SignatureSpec, namespace: Mapping[str, Any]) -> type[dspy.Signature]:
