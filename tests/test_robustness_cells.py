@@ -157,7 +157,7 @@ SIG_NAMES = st.sampled_from(["GenerateTweet", "NewSig", "Other"])
 SIG_BREAKERS = ["(", "[", "{", '"unterminated', "'''never closed", ")", "]", "q: = In()", "def", "->->", ":=",
                 "else:", "q: str = In(", "a: str = Out(desc='x'"]
 NOT_TYPES = ["3", "3.5", "[str]", "{str: int}", "...", "1/0", "str.upper", "print", "trainset", "dict[str]",
-             "int | 'x'", "list[str](3)", "quality()", "(yield)", "dspy.Module", "Literal[", "None + 1"]
+             "int | 'x'", "list[str](3)", "quality()", "(yield)", "text", "'3'", "dspy.Module", "Literal[", "None + 1"]
 BAD_MARKERS = ["In(desc=3)", "In(desc=None)", "In('a', 'b')", "In(prefix=[])", "In(desc=f'x')", "In(foo='x')",
                "In(*args)", "In(**kw)", "Out(desc=b'x')", "Input(desc=number)", "Out(prefix=text)", "In",
                "In()()", "x.In()", "dspy.In(3)", "3", "'text'", "In(desc='a', desc='b')"]
@@ -191,9 +191,11 @@ def signature_cells(draw) -> tuple[str, str]:
         return f"{head}\n{body}", r"^line \d+: "
     if kind == "unknown":
         unknown = draw(st.one_of(UNKNOWN, UNICODE_UNKNOWN))
-        form = draw(st.sampled_from(["type", "inner", "marker", "shorthand"]))
+        form = draw(st.sampled_from(["type", "inner", "marker", "shorthand", "quoted"]))
         if form == "type":
             body = insert_line(VALID_BODY, f"extra: {unknown} = In()", draw(st.integers(1, 4)))
+        elif form == "quoted":  # a forward reference: would fail on every example, not when defined
+            body = insert_line(VALID_BODY, f"extra: '{unknown}' = In()", draw(st.integers(1, 4)))
         elif form == "inner":
             body = insert_line(VALID_BODY, f"extra: dict[str, list[{unknown}]] = Out()", draw(st.integers(1, 4)))
         elif form == "marker":
