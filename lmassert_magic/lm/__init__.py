@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import dspy
+
 from .adapter import AutoAdapter, SchemaJSONAdapter, output_json_schema, response_format_for, wants_json_schema
 from .local import (
     GGUF_ENV,
@@ -72,8 +74,6 @@ def _apply_settings(**values: Any) -> None:
     seem to do nothing there (a notebook cell run under a context, or a test fixture). The block's
     overrides are updated too; they are discarded when the block exits, as any override is.
     """
-    import dspy
-
     dspy.configure(**values)
     try:
         from dspy.dsp.utils.settings import thread_local_overrides
@@ -87,8 +87,6 @@ def _apply_settings(**values: Any) -> None:
 
 def _adapter_update() -> dict[str, Any]:
     """Install AutoAdapter unless the user chose another adapter themselves."""
-    import dspy
-
     current = dspy.settings.adapter
     if current is None or isinstance(current, AutoAdapter):
         return {"adapter": current if isinstance(current, AutoAdapter) else AutoAdapter()}
@@ -102,7 +100,7 @@ def configure_lm(
     api_key_env: str | None = None,
     json_schema: bool | None = None,
     **lm_kwargs: Any,
-) -> Any:
+) -> dspy.LM:
     """Build an LM from a short spec, make it DSPy's default (`dspy.configure(lm=...)`) and return it.
 
     - ``"local"``: the embedded SmolLM2-135M model (grammar-constrained JSON output).
@@ -136,14 +134,12 @@ def configure_lm(
     return lm
 
 
-def ensure_lm() -> Any:
+def ensure_lm() -> dspy.BaseLM:
     """The configured `dspy.settings.lm`, or the embedded model, configured now, when there is none.
 
     Also installs :class:`AutoAdapter` when the LM wants constrained output and no adapter is set, so a
     user's own ``dspy.configure(lm=local_lm())`` gets grammar-constrained JSON too.
     """
-    import dspy
-
     lm = dspy.settings.lm
     if lm is None:
         return configure_lm("local")
@@ -177,8 +173,6 @@ def _key_status(lm: Any) -> str:
 
 
 def _adapter_label(lm: Any) -> str:
-    import dspy
-
     adapter = dspy.settings.adapter
     if wants_json_schema(lm) and (adapter is None or isinstance(adapter, (AutoAdapter, SchemaJSONAdapter))):
         if adapter is None:
@@ -189,10 +183,8 @@ def _adapter_label(lm: Any) -> str:
     return type(adapter).__name__
 
 
-def describe_lm(lm: Any = None) -> str:
+def describe_lm(lm: dspy.BaseLM | None = None) -> str:
     """One line saying which LM is in use and how it is reached; keys never appear (redacted)."""
-    import dspy
-
     if lm is None:
         lm = dspy.settings.lm
     if lm is None:

@@ -29,6 +29,19 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import dspy
+from dspy.lm15 import (
+    ContextLengthError,
+    InvalidRequestError,
+    OpenAIChatCompat,
+    OpenAIChatLM,
+    Request,
+    Response,
+    ServerError,
+    response_from_openai_chat,
+    response_to_events,
+)
+
 __all__ = [
     "GGUF_ENV",
     "INSTALL_HINT",
@@ -371,8 +384,6 @@ if hasattr(os, "register_at_fork"):
 
 def _dialect() -> Any:
     """lm15's Chat Completions serializer, used only to turn a DSPy Request into a request body."""
-    from dspy.lm15 import OpenAIChatCompat, OpenAIChatLM
-
     compat = OpenAIChatCompat(
         instruction_role="system", max_tokens_field="max_tokens", cache_control="none", strict_tools="omit"
     )
@@ -380,8 +391,6 @@ def _dialect() -> Any:
 
 
 def _raise_for_error(body: dict[str, Any]) -> None:
-    from dspy.lm15 import ContextLengthError, InvalidRequestError, ServerError
-
     error = body.get("error")
     if not error:
         return
@@ -436,7 +445,7 @@ class EmbeddedEngine:
             return get_local_server()
         return server
 
-    def _body(self, request: Any) -> dict[str, Any]:
+    def _body(self, request: Request) -> dict[str, Any]:
         if self._serializer is None:
             self._serializer = _dialect()
         body = json.loads(self._serializer.build_request(request, stream=False).body)
@@ -444,10 +453,8 @@ class EmbeddedEngine:
         body.pop("stream_options", None)
         return body
 
-    def complete(self, request: Any) -> Any:
+    def complete(self, request: Request) -> Response:
         """One chat completion; llama.cpp errors become lm15 errors DSPy knows how to report."""
-        from dspy.lm15 import InvalidRequestError, response_from_openai_chat
-
         body = self._body(request)
         try:
             raw = self.server.chat(body)
@@ -459,10 +466,8 @@ class EmbeddedEngine:
         raw.pop("timings", None)
         return response_from_openai_chat(raw, model=request.model)
 
-    def stream(self, request: Any) -> Iterator[Any]:
+    def stream(self, request: Request) -> Iterator[Any]:
         """Streaming is emulated: the whole response arrives as one delta (the model is fast)."""
-        from dspy.lm15 import response_to_events
-
         yield from response_to_events(self.complete(request))
 
     def close(self) -> None:
@@ -497,12 +502,10 @@ class AsyncEmbeddedEngine:
     def __init__(self, server: LocalServer | None = None) -> None:
         self._sync = EmbeddedEngine(server)
 
-    async def complete(self, request: Any) -> Any:
+    async def complete(self, request: Request) -> Response:
         return await asyncio.to_thread(self._sync.complete, request)
 
-    async def stream(self, request: Any) -> AsyncIterator[Any]:
-        from dspy.lm15 import response_to_events
-
+    async def stream(self, request: Request) -> AsyncIterator[Any]:
         response = await self.complete(request)
         for event in response_to_events(response):
             yield event
@@ -532,21 +535,19 @@ def local_model_name() -> str:
     return f"local/{find_gguf().stem}"
 
 
-def local_lm(**kwargs: Any) -> Any:
+def local_lm(**kwargs: Any) -> dspy.LM:
     """A `dspy.LM` backed by the embedded model; the server starts on its first request.
 
     Keyword arguments are ordinary `dspy.LM` arguments (``temperature``, ``max_tokens``, ``cache``,
     ``num_retries``, ...) over the defaults ``temperature=0.0, max_tokens=512``. Raises
     :class:`LocalModelUnavailable` (with the install command) when the runtime or weights are missing.
     """
-    import dspy
-
     model = local_model_name()  # raises LocalModelUnavailable early, before any LM call
     _import_xllamacpp()
     options = {**DEFAULT_LM_KWARGS, "num_retries": 1, **kwargs}
     return dspy.LM(model, engine=EmbeddedEngine(), async_engine=AsyncEmbeddedEngine(), **options)
 
 
-def is_embedded_lm(lm: Any) -> bool:
+def is_embedded_lm(lm: object) -> bool:
     """Whether `lm` (or a copy of it) runs on the embedded model."""
     return isinstance(getattr(lm, "engine", None), EmbeddedEngine)

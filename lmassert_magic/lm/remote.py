@@ -13,6 +13,8 @@ import re
 from typing import Any
 from urllib.parse import urlparse
 
+import dspy
+
 __all__ = ["API_KEY_ENV", "provider_key_env", "remote_lm", "server_lm"]
 
 API_KEY_ENV = "LMASSERT_API_KEY"
@@ -53,25 +55,21 @@ def provider_key_env(model: str) -> str | None:
     return _PROVIDER_KEY_ENV.get(provider)
 
 
-def remote_lm(spec: str, **lm_kwargs: Any) -> Any:
+def remote_lm(spec: str, **lm_kwargs: Any) -> dspy.LM:
     """`dspy.LM(spec)` for a hosted model; the provider key is read from the environment at call time."""
-    import dspy
-
     spec = check_spec(spec)
     if "api_key" in lm_kwargs:
         raise ValueError("pass API keys through environment variables (e.g. OPENAI_API_KEY), not as arguments")
     return dspy.LM(spec, **lm_kwargs)
 
 
-def server_lm(spec: str, api_base: str, *, api_key_env: str | None = None, **lm_kwargs: Any) -> Any:
+def server_lm(spec: str, api_base: str, *, api_key_env: str | None = None, **lm_kwargs: Any) -> dspy.LM:
     """An LM on an OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio) at `api_base`.
 
     The model is reached through the OpenAI route, ``openai/<name>`` (a leading ``openai/`` in `spec`
     is kept, anything else, including ``org/model`` names, is the server's model name). The key is
     ``$LMASSERT_API_KEY`` (or the variable named by `api_key_env`), else the placeholder ``"local"``.
     """
-    import dspy
-
     spec = check_spec(spec)
     parsed = urlparse(api_base or "")
     if parsed.scheme not in {"http", "https"} or not parsed.netloc:
