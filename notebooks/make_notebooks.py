@@ -75,7 +75,7 @@ demos it learns already satisfy them, and compare the paper's five settings in o
 
 Everything runs offline: the default LM is an embedded 135M-parameter model (SmolLM2-135M-Instruct,
 running in llama.cpp on the CPU) and the data ship with the package. No API key needed."""),
-    ("code", SETUP.format(full=12)),
+    ("code", SETUP.format(full=6)),
     ("md", """`%load_ext` registers the magics; `%lm local` starts the embedded model (lazily, on
 127.0.0.1 only). `%lm openai/gpt-4o-mini` or `%lm <model> --api-base http://localhost:11434/v1`
 would use another model instead."""),
@@ -190,7 +190,7 @@ writes a search query per hop and answers from what it found.
 Two constraints from the paper help the query writer: a query must be **short** (under 100
 characters) and **new** (not a repeat of an earlier query, which would retrieve the same passages
 again). Both are soft: a long or repeated query is wasteful, not fatal."""),
-    ("code", SETUP.format(full=12)),
+    ("code", SETUP.format(full=4)),
     ("code", LOAD),
     ("code", '''from lmassert_magic.datasets import load_study, answer_exact_match
 
@@ -290,7 +290,7 @@ them as `[1]`, `[2]`. Two constraints from the paper:
   citation).
 
 Both are soft: an uncited or unsupported sentence makes the answer worse, not unusable."""),
-    ("code", SETUP.format(full=10)),
+    ("code", SETUP.format(full=4)),
     ("code", LOAD),
     ("code", '''from lmassert_magic.datasets import load_study, answer_in_text
 
@@ -390,7 +390,7 @@ constraints from the paper:
   LM.
 
 The paper's *validity* measure is all three at once; we report it as the metric."""),
-    ("code", SETUP.format(full=12)),
+    ("code", SETUP.format(full=4)),
     ("code", LOAD),
     ("code", '''from lmassert_magic.datasets import load_study, answer_in_text
 
