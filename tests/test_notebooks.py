@@ -13,7 +13,7 @@ from lmassert_magic.run_notebook import execute
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
-SMALL = int(os.environ.get("LMASSERT_TEST_SMALL", "2"))
+SMALL = int(os.environ.get("LMASSERT_TEST_SMALL", "1"))
 
 pytestmark = [
     pytest.mark.embedded,
