@@ -223,6 +223,15 @@ def test_output_schema_types():
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "QA" and fmt["json_schema"]["strict"] is True
     assert fmt["json_schema"]["schema"]["properties"]["answer"]["minLength"] == 1
 
+    class Bounded(dspy.Signature):
+        question: str = dspy.InputField()
+        confidence: int = dspy.OutputField(ge=0, le=100)
+        summary: str = dspy.OutputField(max_length=280)
+
+    bounded = output_json_schema(Bounded)["properties"]  # pydantic constraints become grammar constraints
+    assert (bounded["confidence"]["minimum"], bounded["confidence"]["maximum"]) == (0, 100)
+    assert bounded["summary"]["maxLength"] == 280
+
     class Open(dspy.Signature):
         question: str = dspy.InputField()
         table: dict[str, int] = dspy.OutputField()

@@ -17,7 +17,7 @@ import json
 import re
 import textwrap
 from functools import lru_cache
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import pydantic
 from dspy.adapters.chat_adapter import ChatAdapter
@@ -89,6 +89,15 @@ def _build_schema(fields: tuple[tuple[str, Any], ...], nonempty_strings: bool) -
 _cached_schema = lru_cache(maxsize=512)(_build_schema)
 
 
+def _annotation_with_constraints(field: Any) -> Any:
+    """The field's type with its pydantic constraints (``Field(ge=0, le=100)``, ``max_length``...) re-attached.
+
+    DSPy keeps them in ``FieldInfo.metadata``; carried into the schema, llama.cpp's grammar enforces them.
+    """
+    metadata = tuple(getattr(field, "metadata", ()) or ())
+    return Annotated[(field.annotation, *metadata)] if metadata else field.annotation
+
+
 def output_json_schema(signature: Any, *, nonempty_strings: bool = True) -> dict[str, Any]:
     """Strict JSON schema of a signature's output fields, in declaration order.
 
@@ -96,7 +105,7 @@ def output_json_schema(signature: Any, *, nonempty_strings: bool = True) -> dict
     types. With `nonempty_strings`, plain `str` outputs must have at least one character: a tiny model
     otherwise often answers ``""``, which parses but is useless.
     """
-    fields = tuple((name, field.annotation) for name, field in signature.output_fields.items())
+    fields = tuple((name, _annotation_with_constraints(field)) for name, field in signature.output_fields.items())
     try:
         schema = _cached_schema(fields, nonempty_strings)
     except TypeError as exc:  # an unhashable annotation: build without the cache
