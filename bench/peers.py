@@ -103,7 +103,7 @@ class _Judge(dspy.Signature):
     answer: bool = dspy.OutputField(desc="true for yes, false for no")
 
 
-def judge(question: str, **fields: Any) -> bool:
+def judge(question: str, /, **fields: Any) -> bool:
     text = "\n".join(f"{k}: {v}" for k, v in fields.items())
     return bool(dspy.Predict(_Judge)(text=text, question=question).answer)
 
@@ -200,7 +200,7 @@ DSPY25_SCRIPT = textwrap.dedent(
         question: str = dspy.InputField()
         answer: bool = dspy.OutputField(desc="true for yes, false for no")
 
-    def judge(question, **fields):
+    def judge(question, /, **fields):
         text = "\n".join(f"{k}: {v}" for k, v in fields.items())
         return bool(dspy.Predict(Judge)(text=text, question=question).answer)
 

@@ -395,7 +395,9 @@ The paper's *validity* measure is all three at once; we report it as the metric.
     ("code", '''from lmassert_magic.datasets import load_study, answer_in_text
 
 study = load_study("quizgen", limit=N)
-trainset, devset = study.train, study.dev
+# the quiz writer is given the question *and* its answer
+trainset = [ex.with_inputs("question", "answer") for ex in study.train]
+devset = [ex.with_inputs("question", "answer") for ex in study.dev]
 print(devset[0].question, "->", devset[0].answer, f"({devset[0].answer_type})")'''),
     ("code", '''%%signature GenerateChoices
 """Write four answer options for the quiz question: the correct answer and three plausible wrong ones. Return a JSON object like {"A": "...", "B": "...", "C": "...", "D": "..."}."""
@@ -460,7 +462,12 @@ NOTEBOOKS = {
 
 
 def main() -> None:
+    import sys
+
+    wanted = set(sys.argv[1:]) or set(NOTEBOOKS)  # e.g. `make_notebooks.py 04_quiz_gen.ipynb`
     for name, cells in NOTEBOOKS.items():
+        if name not in wanted:
+            continue
         nbformat.write(nb(cells), HERE / name)
         print("wrote", name)
 

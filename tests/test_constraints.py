@@ -79,3 +79,9 @@ def test_lm_judge_returns_a_real_bool(scripted_lm):
     assert lm_judge("Is the tweet engaging?", tweet="an exciting tweet") is True
     assert lm_judge("Is the tweet engaging?", tweet="dull") is False
     assert len(lm.prompts) == 2
+
+
+def test_lm_judge_accepts_a_field_named_question(scripted_lm):
+    lm = scripted_lm(lambda m: {"answer": True})
+    assert lm_judge("Are the options sensible?", question="Which town?", options="A, B") is True
+    assert "Which town?" in lm.prompts[0][-1]["content"]

@@ -180,10 +180,11 @@ class _JudgeSignature(dspy.Signature):
     answer: bool = dspy.OutputField(desc="true for yes, false for no")
 
 
-def lm_judge(question: str, lm: Any = None, **fields: Any) -> bool:
+def lm_judge(question: str, /, lm: Any = None, **fields: Any) -> bool:
     """An LM-judged check, e.g. `lm_judge("Is the tweet engaging?", tweet=tweet)`.
 
-    Uses the configured LM (or `lm`) with a boolean output field, so it returns a real bool.
+    Uses the configured LM (or `lm`) with a boolean output field, so it returns a real bool. The
+    question is positional-only, so a field may itself be called `question`.
     """
     from .runtime import note_lm_call
 
