@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 #: Per-check time limit (seconds) for constraints defined with `%%assert`; None means no limit.
-DEFAULT_CHECK_TIMEOUT: float | None = 30.0
+DEFAULT_CHECK_TIMEOUT: float | None = 120.0
 
 #: Names usable in `%%assert` bodies without an import (a notebook name of the same name wins).
 HELPERS: dict[str, Any] = {"lm_judge": lm_judge}

@@ -125,7 +125,7 @@ def test_exported_constraints_behave_like_the_notebook_ones(compiled, tmp_path):
         for name in exported:
             assert exported[name].check(fields) == registered[name].check(fields), (name, fields)
             assert exported[name].feedback(fields) == registered[name].feedback(fields)
-    assert exported["fits"].max_backtracks == 1 and exported["fits"].timeout == 30.0
+    assert exported["fits"].max_backtracks == 1 and exported["fits"].timeout == 120.0
 
 
 def test_exported_file_imports_only_dspy_lmassert_magic_and_what_the_notebook_used(compiled, tmp_path):

@@ -212,14 +212,14 @@ def test_assert_defaults_soft_auto_name_and_rerun_replaces(tweet, capsys):
     ip = tweet
     cell = '%%assert GenerateTweet\nlen(tweet) <= 280\n"Keep it under 280 characters."\n'
     ip.run_cell(cell)
-    assert "Added soft constraint GenerateTweet_1 on GenerateTweet (default backtracks, 30s per check)" in \
+    assert "Added soft constraint GenerateTweet_1 on GenerateTweet (default backtracks, 120s per check)" in \
         capsys.readouterr().out
     ip.run_cell(cell)
     assert list(get_registry().constraints) == ["GenerateTweet_1"]
     ip.run_cell('%%assert GenerateTweet\n"#" not in tweet\n"No hashtags."\n')
     assert sorted(get_registry().constraints) == ["GenerateTweet_1", "GenerateTweet_2"]
     spec = get_registry().constraints["GenerateTweet_1"].spec
-    assert spec.hard is False and spec.timeout == 30.0 and spec.max_backtracks is None
+    assert spec.hard is False and spec.timeout == 120.0 and spec.max_backtracks is None
 
 
 def test_assert_flags_and_named_redefinition(tweet):

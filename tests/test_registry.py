@@ -202,7 +202,7 @@ def test_lm_judge_is_available_without_import_and_a_notebook_name_shadows_it(reg
 
 def test_constraint_gets_a_time_limit_by_default(reg, ns):
     reg.define_constraint(no_hashtags(), ns)
-    assert reg.constraints["no_hashtags"].constraint.timeout == 30.0
+    assert reg.constraints["no_hashtags"].constraint.timeout == 120.0
 
 
 def test_next_constraint_name_uses_the_smallest_free_index(reg, ns):

@@ -29,7 +29,7 @@ class AssertionMagics(RegistryMagics):
     """The `%%assert` cell magic."""
 
     check_timeout = Float(
-        30.0,
+        120.0,
         allow_none=True,
         help="Seconds one check of a %%assert constraint may take (0 or None: no limit). "
         "Set with `%config AssertionMagics.check_timeout = 10`, or per cell with --timeout.",
@@ -48,7 +48,7 @@ class AssertionMagics(RegistryMagics):
     @argument("--backtracks", "-b", type=int, default=None,
               help="retries for this constraint (default: the --backtracks of %%%%compile, 2)")
     @argument("--timeout", type=float, default=None,
-              help="seconds one check may take; 0 = no limit (default: AssertionMagics.check_timeout, 30)")
+              help="seconds one check may take; 0 = no limit (default: AssertionMagics.check_timeout, 120)")
     def assert_magic(self, line: str, cell: str) -> None:
         """Add a constraint on the step of signature TARGET (soft unless --hard).
 
@@ -67,7 +67,7 @@ class AssertionMagics(RegistryMagics):
         builtins, notebook names (helpers, imports such as `re`; looked up when the check runs) and
         `lm_judge` without an import. Unknown names are an error naming the line and the closest
         candidate. Without --name, the name is TARGET_<n> (the smallest free n); re-running the same
-        cell replaces its constraint. Each check has a time limit (--timeout, default 30 s).
+        cell replaces its constraint. Each check has a time limit (--timeout, default 120 s).
         Nothing in the line or body is expanded: `{x}` and `$x` stay as written (@no_var_expand).
         """
         args = parse_line(self.assert_magic, line)
