@@ -3,7 +3,9 @@
     python notebooks/make_notebooks.py          # rewrite sources (drops outputs)
     lmassert-notebook --inplace notebooks/0*.ipynb   # full run on the embedded model, outputs kept
 
-Keeping the sources here makes the four notebooks consistent and reviewable as Python.
+Keeping the sources here makes the four notebooks consistent and reviewable as Python. The
+"How this compares with the paper" cells hold a placeholder (e.g. TWEETGEN_HONESTY) that is
+replaced by hand with the measured numbers after a full run; regenerating drops that text.
 """
 
 from __future__ import annotations
