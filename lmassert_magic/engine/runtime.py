@@ -122,24 +122,27 @@ def _sendable(value: Any) -> Any:
     return value
 
 
-class _RunUsage(UsageTracker):
-    """Counts this run's tokens and forwards them to any tracker the caller had."""
+class _TokenSink(UsageTracker):
+    """Adds each uncached call's tokens to `add` and forwards the entry to any tracker the caller had.
 
-    def __init__(self, record: RunRecord, parent: UsageTracker | None) -> None:
+    Shared, not copied, when DSPy hands trackers to worker threads: the tally must stay one.
+    """
+
+    def __init__(self, add: Callable[[int], None], parent: UsageTracker | None) -> None:
         super().__init__()
-        self._record = record
+        self._add = add
         self._parent = parent
 
     def add_usage(self, lm: str, usage_entry: dict[str, Any]) -> None:
         total = usage_entry.get("total_tokens")
         if total is None:
             total = (usage_entry.get("prompt_tokens") or 0) + (usage_entry.get("completion_tokens") or 0)
-        self._record.tokens += int(total or 0)
+        self._add(int(total or 0))
         if self._parent is not None:
             self._parent.add_usage(lm, usage_entry)
 
-    def __deepcopy__(self, memo: dict) -> _RunUsage:
-        return self  # DSPy copies trackers into worker threads; this run's tally must stay shared
+    def __deepcopy__(self, memo: dict) -> _TokenSink:
+        return self
 
 
 def note_lm_call() -> None:
@@ -163,9 +166,8 @@ class _Backtrack(BaseException):
 
 
 class _RunState:
-    def __init__(self, config: RunConfig, names: dict[int, str]) -> None:
+    def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.names = names
         self.record = RunRecord()
         self.calls: list[_CallRecord] = []
         self.replay: list[_CallRecord] = []
@@ -188,6 +190,9 @@ class _RunState:
                 if trace is not None:
                     del trace[mark:]
                 self.replay = self.calls[: bt.target_index]
+
+    def add_tokens(self, n: int) -> None:
+        self.record.tokens += n
 
     # -- predictor calls --------------------------------------------------------------------
     def name_of(self, predictor: Any) -> str:
@@ -642,13 +647,13 @@ def _base_class(cls: type) -> type:
     return cls
 
 
-def run_asserted(fn: Callable[[], Any], config: RunConfig, names: dict[int, str] | None = None) -> Any:
+def run_asserted(fn: Callable[[], Any], config: RunConfig) -> Any:
     """Run `fn` as one asserted run; its RunRecord goes to `config.log` and any active collectors."""
-    state = _RunState(config, names or {})
+    state = _RunState(config)
     token = _current_run.set(state)
     error: BaseException | None = None
     try:
-        usage = _RunUsage(state.record, dspy.settings.get("usage_tracker"))
+        usage = _TokenSink(state.add_tokens, dspy.settings.get("usage_tracker"))
         with dspy.context(usage_tracker=usage, lmassert_run_state=state):
             result = state.run(fn)
         _attach_record(result, state.record)
@@ -824,29 +829,11 @@ class LMTally(BaseCallback):
             self.tokens += n
 
 
-class _TallyUsage(UsageTracker):
-    def __init__(self, tally: LMTally, parent: UsageTracker | None) -> None:
-        super().__init__()
-        self._tally = tally
-        self._parent = parent
-
-    def add_usage(self, lm: str, usage_entry: dict[str, Any]) -> None:
-        total = usage_entry.get("total_tokens")
-        if total is None:
-            total = (usage_entry.get("prompt_tokens") or 0) + (usage_entry.get("completion_tokens") or 0)
-        self._tally.add_tokens(int(total or 0))
-        if self._parent is not None:
-            self._parent.add_usage(lm, usage_entry)
-
-    def __deepcopy__(self, memo: dict) -> _TallyUsage:
-        return self
-
-
 @contextlib.contextmanager
 def tally_lm() -> Iterator[LMTally]:
     """`with tally_lm() as t: ...` counts every LM call and token inside, in any thread DSPy spawns."""
     tally = LMTally()
     callbacks = [*list(dspy.settings.get("callbacks") or []), tally]
-    usage = _TallyUsage(tally, dspy.settings.get("usage_tracker"))
+    usage = _TokenSink(tally.add_tokens, dspy.settings.get("usage_tracker"))
     with dspy.context(callbacks=callbacks, usage_tracker=usage):
         yield tally
