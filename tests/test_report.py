@@ -35,8 +35,10 @@ from lmassert_magic.testing import ScriptedLM
 
 
 def stats(name: str, hard: bool, checks: int, first: int, after: int, backtracks: int = 0) -> ConstraintStats:
+    """Counts of `checks` examples with one check each (so examples and checks agree)."""
     return ConstraintStats(name, hard, checks=checks, first_try_passes=first, passes_after_backtrack=after,
-                           final_failures=checks - first - after, backtracks=backtracks)
+                           final_failures=checks - first - after, backtracks=backtracks,
+                           examples=checks, passed_first=first, passed_final=first + after)
 
 
 def hand_result(

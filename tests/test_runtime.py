@@ -84,7 +84,8 @@ def test_inline_suggest_retry_prompt_and_counts(scripted_lm):
     program = activate_assertions(Program())
     assert program(question="q").tweet == "clean tweet"
     assert FIX in lm.prompts[1][-1]["content"] and "great #news" in lm.prompts[1][-1]["content"]
-    stats = assertion_log(program).constraint_stats()[FIX + "."]
+    (name, stats), = assertion_log(program).constraint_stats().items()
+    assert name.startswith("Suggest@test_runtime.py:")
     assert (stats.checks, stats.first_try_passes, stats.passes_after_backtrack, stats.final_failures) == (1, 0, 1, 0)
     assert stats.backtracks == 1
 
@@ -95,7 +96,8 @@ def test_retry_bypasses_cache_with_distinct_rollouts(scripted_lm):
     program(question="q")
     assert len(lm.prompts) == 3
     configs = [entry["kwargs"] for entry in lm.history]
-    assert [c.get("rollout_id") for c in configs] == [None, 1, 2]
+    rollouts = [c.get("rollout_id") for c in configs]
+    assert rollouts[0] is None and None not in rollouts[1:] and len(set(rollouts[1:])) == 2
     assert all(c.get("temperature", 0) > 0 for c in configs[1:])
     # the second retry lists the accumulated feedback once (distinct messages only)
     assert lm.prompts[2][-1]["content"].count(FIX) == 1
@@ -144,7 +146,7 @@ def test_inline_assert_raises_after_budget(scripted_lm):
             Assert(no_hashtags(tweet), "no hashtags please")
             return dspy.Prediction(tweet=tweet)
 
-    with pytest.raises(DSPyAssertionError, match="no hashtags please.*3 attempt"):
+    with pytest.raises(DSPyAssertionError, match="3 attempt.*no hashtags please"):
         activate_assertions(Program())(question="q")
 
 
@@ -702,7 +704,8 @@ def _batch_program(num_threads):
 @pytest.mark.parametrize("num_threads", [1, 3])
 def test_predictors_called_through_batch_are_checked_and_counted(scripted_lm, num_threads):
     lm = scripted_lm(fixes_on_feedback)
-    program = activate_assertions(_batch_program(num_threads), constraints=[hashtag_constraint()])
+    # one run: the budget is shared by the whole forward call, batch included
+    program = activate_assertions(_batch_program(num_threads), max_backtracks=3, constraints=[hashtag_constraint()])
     out = program(questions=["a", "b", "c"])
     assert out.tweets == ["clean tweet"] * 3
     record = run_record_of(out)
@@ -734,11 +737,12 @@ def test_inline_assert_in_a_parallel_worker_is_retried(scripted_lm):
             outs = dspy.Parallel(num_threads=2)(pairs)
             return dspy.Prediction(tweets=[o.tweet for o in outs])
 
-    out = activate_assertions(Fan())(questions=["a", "b"])
+    out = activate_assertions(Fan(), max_backtracks=2)(questions=["a", "b"])
     assert out.tweets == ["clean tweet", "clean tweet"]
     stats = run_record_of(out).constraints["no_hashtags_inline"]
     assert stats.checks == 2 and stats.passed_final == 1
-    assert len(lm.prompts) == 4
+    # a, b, then both retried; a call of b still in flight when a's backtrack unwinds the pass is made again
+    assert 4 <= len(lm.prompts) <= 5
 
 
 def test_carry_run_joins_a_raw_thread_pool_to_the_run(scripted_lm):
@@ -768,12 +772,13 @@ def test_calls_outside_any_run_while_one_is_active_are_counted(scripted_lm):
 
     from lmassert_magic.engine import stray_predictor_calls
 
-    scripted_lm(fixes_on_feedback)
+    lm = scripted_lm(fixes_on_feedback)
 
     class Pool(dspy.Module):
         def __init__(self):
             super().__init__()
             self.gen = dspy.Predict(Tweet)
+            self.gen.set_lm(lm)  # a raw thread does not see dspy.context's settings
 
         def forward(self, questions):
             with ThreadPoolExecutor(2) as pool:

@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 
-class AssertionFailed(Exception):
-    """A constraint still failed after its backtracking budget was spent."""
+class AssertionFailed(AssertionError):
+    """A constraint still failed after its backtracking budget was spent.
+
+    As in DSPy 2.5 it is an `AssertionError` and carries `id` (the constraint's name), `msg` (the
+    feedback the LM was given), `target_module` (the predictor retried) and `state` (attempts,
+    last outputs, predictor name), so `except AssertionError` and 2.5 handlers keep working.
+    """
 
     hard: bool = True
 
@@ -14,26 +19,42 @@ class AssertionFailed(Exception):
         self,
         constraint: str,
         message: str = "",
+        target_module: Any = None,
+        state: Any = None,
+        is_metric: bool = False,
         *,
         attempts: int = 1,
         last_outputs: dict[str, Any] | None = None,
         predictor: str | None = None,
     ) -> None:
         self.constraint = constraint
+        self.id = constraint
         self.msg = message
+        self.target_module = target_module
+        self.is_metric = is_metric
         self.attempts = attempts
         self.last_outputs = dict(last_outputs or {})
         self.predictor = predictor
+        self.state = state if state is not None else {
+            "attempts": attempts, "last_outputs": dict(self.last_outputs), "predictor": predictor,
+        }
         super().__init__(self._describe())
+
+    def __reduce__(self) -> tuple:
+        return (_rebuild, (type(self), self.constraint, self.msg, self.attempts, self.last_outputs, self.predictor))
 
     def _describe(self) -> str:
         kind = "assertion" if self.hard else "suggestion"
         where = f" on {self.predictor}" if self.predictor else ""
         outputs = ", ".join(f"{k}={_short(v)}" for k, v in self.last_outputs.items()) or "none"
         return (
-            f"{kind} {self.constraint!r}{where} failed after {self.attempts} attempt(s): "
-            f"{self.msg or '(no message)'} | last outputs: {outputs}"
+            f"{kind} {self.constraint!r}{where} failed after {self.attempts} attempt(s); "
+            f"feedback given: {self.msg or '(no message)'} | last outputs: {outputs}"
         )
+
+
+def _rebuild(cls: type, constraint: str, msg: str, attempts: int, outputs: dict, predictor: str | None) -> Any:
+    return cls(constraint, msg, attempts=attempts, last_outputs=outputs, predictor=predictor)
 
 
 class DSPyAssertionError(AssertionFailed):

@@ -1,4 +1,10 @@
-"""What a run of an asserted program leaves behind: per-constraint counts and counterexamples."""
+"""What a run of an asserted program leaves behind: per-constraint counts and counterexamples.
+
+Two units are kept apart. *Checks* count every place a constraint was checked on the output a
+run returned (a multi-hop program checks its query constraint once per hop). *Examples* count
+runs: a constraint passes in an example only if every one of its checks on the returned output
+passed. Pass rates are per example; check counts are raw columns beside them.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +16,19 @@ from typing import Any
 
 @dataclass
 class ConstraintStats:
-    """Counts for one constraint; `checks` counts each place it was checked in a run once."""
+    """Counts for one constraint, summed over runs (one run = one example)."""
 
     name: str
     hard: bool
-    checks: int = 0
-    first_try_passes: int = 0
-    passes_after_backtrack: int = 0
-    final_failures: int = 0
-    backtracks: int = 0
+    checks: int = 0  # places checked on the returned output
+    first_try_passes: int = 0  # ...that passed on their first attempt
+    passes_after_backtrack: int = 0  # ...that failed first and pass on the returned output
+    final_failures: int = 0  # ...that fail on the returned output
+    backtracks: int = 0  # retries this constraint triggered
     errors: int = 0
+    examples: int = 0  # runs whose returned output was checked at least once
+    passed_first: int = 0  # ...where every first attempt passed
+    passed_final: int = 0  # ...where every check on the returned output passed
 
     @property
     def final_passes(self) -> int:
@@ -27,15 +36,22 @@ class ConstraintStats:
 
     @property
     def pass_rate(self) -> float:
+        """Share of examples whose returned output satisfies the constraint."""
+        return self.passed_final / self.examples if self.examples else float("nan")
+
+    @property
+    def first_try_rate(self) -> float:
+        return self.passed_first / self.examples if self.examples else float("nan")
+
+    @property
+    def check_pass_rate(self) -> float:
+        """Share of raw checks that passed (a multi-hop step counts once per hop)."""
         return self.final_passes / self.checks if self.checks else float("nan")
 
     def merge(self, other: ConstraintStats) -> None:
-        self.checks += other.checks
-        self.first_try_passes += other.first_try_passes
-        self.passes_after_backtrack += other.passes_after_backtrack
-        self.final_failures += other.final_failures
-        self.backtracks += other.backtracks
-        self.errors += other.errors
+        for name in ("checks", "first_try_passes", "passes_after_backtrack", "final_failures", "backtracks",
+                     "errors", "examples", "passed_first", "passed_final"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
@@ -60,17 +76,50 @@ class Counterexample:
 
 @dataclass
 class RunRecord:
-    """One call of an asserted program."""
+    """One call of an asserted program (one example).
+
+    `lm_calls` counts every LM request the run made (predictor attempts and judge calls), whether
+    the cache answered it or not; `cache_hits` says how many the cache answered. `observe_lm_calls`
+    are judge calls spent only on measuring outputs (constraints observed, not enforced).
+    """
 
     constraints: dict[str, ConstraintStats] = field(default_factory=dict)
     counterexamples: list[Counterexample] = field(default_factory=list)
     lm_calls: int = 0
     tokens: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    observe_lm_calls: int = 0
+    passes: int = 0  # forward passes (1 + backtracks that re-ran forward)
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)  # constraint name -> "declared" | "inline"
 
     @property
     def backtracks(self) -> int:
         return sum(s.backtracks for s in self.constraints.values())
+
+    def passed(self, name: str) -> bool | None:
+        """Whether the returned output satisfies constraint `name` (None: not checked in this run)."""
+        stats = self.constraints.get(name)
+        if stats is None or not stats.examples:
+            return None
+        return bool(stats.passed_final)
+
+    @property
+    def all_passed(self) -> bool | None:
+        """Whether the returned output satisfies every constraint checked on it (None: none was)."""
+        verdicts = [self.passed(n) for n in self.constraints]
+        verdicts = [v for v in verdicts if v is not None]
+        return all(verdicts) if verdicts else None
+
+    def final_failures(self, hard: bool | None = None) -> list[str]:
+        """Names of constraints the returned output fails (only hard or soft ones if asked)."""
+        return [
+            n for n, s in self.constraints.items()
+            if s.examples and not s.passed_final and (hard is None or s.hard == hard)
+        ]
 
 
 class RunLog:

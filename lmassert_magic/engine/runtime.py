@@ -1,8 +1,26 @@
 """Backtracking at run time: guarded predictors, the per-call run state, and activation.
 
-State lives in a context variable (one `_RunState` per top-level call), so any number of
-threads run asserted programs at once with no global lock. A guarded predictor behaves like
-a plain `dspy.Predict` when no run is active.
+One call of an activated program is one *run*, with DSPy 2.5's semantics:
+
+* A failing constraint retries its target step with two extra inputs: `feedback` (the distinct
+  messages given to that step in this run) and `past_<field>` (its last failing outputs).
+* Retries come out of one budget per run: `max_backtracks` (default 2) shared by every
+  constraint, declared or inline, so a run makes at most `max_backtracks + 1` attempts in all.
+  A constraint may cap its own share further. When the budget is spent, soft failures go
+  through and a hard one raises `DSPyAssertionError`. `budget="per_constraint"` gives each
+  constraint at each place its own `max_backtracks` instead (this package's older behaviour).
+* A declared constraint (attached to a predictor) is checked as soon as its predictor returns
+  and retried in place. An inline `Assert`/`Suggest` unwinds `forward` and runs it again: steps
+  before the target replay their accepted outputs (never re-sampled, retried or not), the
+  target is retried, steps after it run again once.
+* Verdicts count on the output the run returns: every constraint on a step is re-checked on each
+  new output of that step, checks made in an abandoned pass are dropped, and first-try and final
+  verdicts are kept apart.
+* Predictors called from DSPy's worker threads inside `forward` (`Predict.batch`, `dspy.Parallel`)
+  belong to the run; `carry_run(fn)` does the same for a thread pool of your own.
+
+State lives in context variables (no global lock): any number of threads run asserted programs
+at once. A guarded predictor behaves like a plain `dspy.Predict` when no run is active.
 """
 
 from __future__ import annotations
@@ -10,15 +28,19 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import hashlib
 import logging
+import os
+import sys
 import threading
 import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import dspy
+from dspy.dsp.utils.settings import thread_local_overrides
 from dspy.utils.callback import BaseCallback
 from dspy.utils.usage_tracker import UsageTracker
 
@@ -37,25 +59,44 @@ ENFORCE = "enforce"  # backtrack, then raise on hard failures
 OBSERVE = "observe"  # only record outcomes: no retries, nothing raised
 MODES = (ENFORCE, OBSERVE)
 
-COLLECTORS_KEY = "lmassert_collectors"  # dspy.context key: RunLogs that receive every finished run
+SHARED = "shared"  # DSPy 2.5: max_backtracks retries per run, shared by all constraints
+PER_CONSTRAINT = "per_constraint"  # each constraint, at each place, gets max_backtracks retries
+BUDGETS = (SHARED, PER_CONSTRAINT)
 
-_current_run: contextvars.ContextVar[_RunState | None] = contextvars.ContextVar("lmassert_run", default=None)
+#: Temperature of a retry when the LM's own is 0 or unset: a deterministic model would otherwise
+#: often answer the retry prompt as before. A positive LM temperature is kept as it is.
+DEFAULT_RETRY_TEMPERATURE = 0.7
+
+COLLECTORS_KEY = "lmassert_collectors"  # dspy.context key: RunLogs that receive every finished run
+RUN_STATE_KEY = "lmassert_run_state"  # dspy.context key: the active run, carried into DSPy's worker threads
+_PASS_KEY = "lmassert_pass"  # dspy.context key: the pass of the run a worker task was handed out in
+
+_current_scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("lmassert_run", default=None)
 
 FEEDBACK_DESC = "Instructions to fix your previous answer. Follow them."
 
 
 @dataclass
 class RunConfig:
+    """How an activated program runs; see the module docstring for the semantics."""
+
     max_backtracks: int = 2
     mode: str = ENFORCE
     strict_suggestions: bool = False  # raise DSPySuggestionError instead of continuing (rarely wanted)
+    budget: str = SHARED
+    retry_temperature: float | None = DEFAULT_RETRY_TEMPERATURE
+    seed: int = 0  # retries sample from rollouts derived from (seed, step, inputs, attempt)
     log: RunLog = field(default_factory=RunLog)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {BUDGETS}, got {self.budget!r}")
         if self.max_backtracks < 0:
             raise ValueError("max_backtracks must be >= 0")
+        if self.retry_temperature is not None and not 0 <= self.retry_temperature <= 2:
+            raise ValueError(f"retry_temperature must be between 0 and 2 or None, got {self.retry_temperature}")
 
 
 # ---------------------------------------------------------------- extended signature for retries
@@ -74,16 +115,31 @@ def retry_signature(signature: type[dspy.Signature]) -> type[dspy.Signature]:
     return extended.append("feedback", dspy.InputField(desc=FEEDBACK_DESC), type_=str)
 
 
+def rollout_id(seed: int, step: str, inputs: dict[str, Any], attempt: int) -> int:
+    """The rollout of one retry: distinct per step, inputs and attempt, the same in every run with `seed`.
+
+    DSPy puts the rollout id in its cache key, so a retry never gets an earlier answer back, while a
+    repeated run asks for exactly the same rollouts.
+    """
+    text = repr((seed, step, sorted((k, repr(v)) for k, v in inputs.items()), attempt))
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=4).digest(), "big") >> 1
+
+
 # ---------------------------------------------------------------- bookkeeping helpers
 
 
 @dataclass
 class _CallRecord:
+    """One accepted predictor call of a pass; replayed as it is when a later step backtracks."""
+
     predictor: Any
     name: str
     inputs: dict[str, Any]
-    trace_inputs: dict[str, Any]
-    prediction: Any
+    key: tuple
+    trace_inputs: dict[str, Any] = field(default_factory=dict)
+    prediction: Any = None
+    checks: tuple = ()  # keys of the declared checks made on the accepted output
+    main_index: int = 0  # calls of the main scope made before this one (branch calls)
 
 
 @dataclass
@@ -94,7 +150,9 @@ class _RetryPlan:
 
 
 @dataclass
-class _Outcome:
+class _Check:
+    """One place a constraint is checked: its first verdict and its latest one."""
+
     name: str
     hard: bool
     first: bool | None = None
@@ -122,22 +180,31 @@ def _sendable(value: Any) -> Any:
     return value
 
 
+def _drop_trace_entry(predictor: Any, prediction: Any) -> None:
+    """Remove a rejected attempt from the bootstrap trace (found by identity: threads share the list)."""
+    trace = dspy.settings.trace
+    if not trace:
+        return
+    for i in range(len(trace) - 1, -1, -1):
+        entry = trace[i]
+        if entry[0] is predictor and entry[2] is prediction:
+            del trace[i]
+            return
+
+
 class _TokenSink(UsageTracker):
-    """Adds each uncached call's tokens to `add` and forwards the entry to any tracker the caller had.
+    """Adds each uncached call's usage to `add` and forwards the entry to any tracker the caller had.
 
     Shared, not copied, when DSPy hands trackers to worker threads: the tally must stay one.
     """
 
-    def __init__(self, add: Callable[[int], None], parent: UsageTracker | None) -> None:
+    def __init__(self, add: Callable[[dict[str, Any]], None], parent: UsageTracker | None) -> None:
         super().__init__()
         self._add = add
         self._parent = parent
 
     def add_usage(self, lm: str, usage_entry: dict[str, Any]) -> None:
-        total = usage_entry.get("total_tokens")
-        if total is None:
-            total = (usage_entry.get("prompt_tokens") or 0) + (usage_entry.get("completion_tokens") or 0)
-        self._add(int(total or 0))
+        self._add(usage_entry or {})
         if self._parent is not None:
             self._parent.add_usage(lm, usage_entry)
 
@@ -145,261 +212,164 @@ class _TokenSink(UsageTracker):
         return self
 
 
-def note_lm_call() -> None:
-    """Count one LM call against the current run (predictor calls count themselves; judges call this)."""
-    state = _current_run.get()
-    if state is None:
-        state = dspy.settings.get("lmassert_run_state")
-    if state is not None:
-        state.record.lm_calls += 1
+def _usage_numbers(entry: dict[str, Any]) -> tuple[int, int, int]:
+    """(prompt, completion, total) tokens of one usage entry; providers name them differently."""
+    prompt = int(entry.get("prompt_tokens") or entry.get("input_tokens") or 0)
+    completion = int(entry.get("completion_tokens") or entry.get("output_tokens") or 0)
+    total = entry.get("total_tokens")
+    return prompt, completion, int(total) if total is not None else prompt + completion
 
 
 class _Backtrack(BaseException):
-    """Unwinds `forward` to re-run it with a retry planned; BaseException so user `except Exception` can't eat it."""
+    """Unwinds `forward` to re-run it with a retry planned; BaseException so user `except Exception` can't eat it.
 
-    def __init__(self, target_index: int) -> None:
-        super().__init__(target_index)
-        self.target_index = target_index
+    `index` is how many main-scope calls replay; None means the pass was abandoned by another thread.
+    """
+
+    def __init__(self, index: int | None) -> None:
+        super().__init__(index)
+        self.index = index
 
 
-# ---------------------------------------------------------------- the run
+# Runs in progress and predictor calls made outside any run meanwhile (threads the run never reached).
+_activity_lock = threading.Lock()
+_active_runs = 0
+_stray_calls = 0
 
 
-class _RunState:
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
-        self.record = RunRecord()
-        self.calls: list[_CallRecord] = []
-        self.replay: list[_CallRecord] = []
-        self.retry_plan: dict[int, _RetryPlan] = {}
-        self.outcomes: dict[tuple[str, Any], _Outcome] = {}
-        self.backtracks: Counter[tuple[str, Any]] = Counter()
-        self.occurrence: Counter[str] = Counter()
-        self.pending: dict[tuple[str, Any], list[Counterexample]] = {}
+def stray_predictor_calls() -> int:
+    """Predictor calls made outside any run while a run was active (e.g. from a raw thread pool).
 
-    # -- driving forward ------------------------------------------------------------------
-    def run(self, fn: Callable[[], Any]) -> Any:
-        trace = dspy.settings.trace
-        mark = len(trace) if trace is not None else 0
-        while True:
-            self.calls = []
-            self.occurrence = Counter()
-            try:
-                return fn()
-            except _Backtrack as bt:
-                if trace is not None:
-                    del trace[mark:]
-                self.replay = self.calls[: bt.target_index]
+    Such calls are not checked; `carry_run(fn)` brings a thread into the run. Compare before/after.
+    """
+    return _stray_calls
 
-    def add_tokens(self, n: int) -> None:
-        self.record.tokens += n
+
+def _note_stray_call() -> None:
+    global _stray_calls
+    if _active_runs:
+        with _activity_lock:
+            _stray_calls += 1
+
+
+# ---------------------------------------------------------------- scopes: the run and its branches
+
+
+class _Scope:
+    """Where predictor calls and inline checks of one thread of a run are ordered.
+
+    The run itself is the main scope; each DSPy worker task (or `carry_run` call) is a branch
+    that shares the run's budget, verdicts and record but keeps its own list of calls.
+    """
+
+    root: _RunState
+    calls: list[_CallRecord]
+    occurrence: Counter
 
     # -- predictor calls --------------------------------------------------------------------
-    def name_of(self, predictor: Any) -> str:
-        return getattr(predictor, "_lmassert_name", None) or _predictor_label(predictor)
-
     def predictor_call(self, predictor: Any, kwargs: dict[str, Any], call: Callable[..., Any]) -> Any:
-        index = len(self.calls)
-        name = self.name_of(predictor)
+        root = self.root
+        self._ensure_current()
+        name = root.name_of(predictor)
         input_names = predictor.signature.input_fields
         inputs = {k: v for k, v in kwargs.items() if k in input_names}
+        index = len(self.calls)
+        key = self._step_key(index, name, inputs)
 
-        if index < len(self.replay) and index not in self.retry_plan:
-            previous = self.replay[index]
-            if previous.predictor is predictor and previous.inputs == inputs:
-                trace = dspy.settings.trace
-                if trace is not None:
-                    trace.append((predictor, dict(previous.trace_inputs), previous.prediction))
-                self.calls.append(previous)
-                return previous.prediction
-            self.replay = []  # diverged: nothing further can be replayed
+        previous = self._replayed(index, key, predictor, inputs)
+        if previous is not None:
+            trace = dspy.settings.trace
+            if trace is not None:
+                trace.append((predictor, dict(previous.trace_inputs), previous.prediction))
+            self._accept(previous)
+            root.mark_live(previous.checks)
+            return previous.prediction
 
-        plan = self.retry_plan.get(index)
-        self.record.lm_calls += 1
+        plan = root.take_plan(key)
+        root.count_call()
         if plan is None:
             prediction, trace_inputs = call(**kwargs), kwargs
         else:
-            prediction, trace_inputs = self._retry(predictor, kwargs, plan, call)
-
+            prediction, trace_inputs = root.retry(predictor, name, inputs, kwargs, plan, call)
+        self._ensure_current()
+        record = _CallRecord(predictor, name, inputs, key, main_index=len(root.calls))
         constraints = getattr(predictor, "_lmassert_constraints", ())
         if constraints:
-            prediction, trace_inputs = self._check_declared(
-                predictor, name, index, kwargs, prediction, trace_inputs, constraints, call
-            )
-        self.calls.append(_CallRecord(predictor, name, inputs, dict(trace_inputs), prediction))
+            attempt = plan.attempt if plan else 0
+            prediction, trace_inputs = self._check_declared(record, kwargs, prediction, trace_inputs, constraints,
+                                                            call, attempt)
+        record.prediction, record.trace_inputs = prediction, dict(trace_inputs)
+        self._accept(record)
         return prediction
-
-    def _retry(
-        self, predictor: Any, kwargs: dict[str, Any], plan: _RetryPlan, call: Callable[..., Any]
-    ) -> tuple[Any, dict[str, Any]]:
-        signature = retry_signature(predictor.signature)
-        extra = {f"past_{k}": _sendable(v) for k, v in plan.past.items()}
-        extra["feedback"] = _sendable("\n".join(plan.feedback))
-        config = dict(kwargs.pop("config", None) or {})
-        lm = kwargs.get("lm") or predictor.lm or dspy.settings.lm
-        temperature = config.get("temperature", getattr(lm, "kwargs", {}).get("temperature"))
-        # A distinct rollout with temperature > 0 bypasses DSPy's cache: a retry never gets the same answer back.
-        config["rollout_id"] = plan.attempt
-        if not temperature or temperature <= 0:
-            config["temperature"] = 0.7
-        call_kwargs = {**kwargs, **extra}
-        prediction = call(signature=signature, config=config, **call_kwargs)
-        return prediction, call_kwargs
 
     def _check_declared(
         self,
-        predictor: Any,
-        name: str,
-        index: int,
+        record: _CallRecord,
         kwargs: dict[str, Any],
         prediction: Any,
         trace_inputs: dict[str, Any],
         constraints: Sequence[Constraint],
         call: Callable[..., Any],
+        attempt: int,
     ) -> tuple[Any, dict[str, Any]]:
-        input_names = predictor.signature.input_fields
-        base_inputs = {k: v for k, v in kwargs.items() if k in input_names}
-        feedback: list[str] = []
-        attempt = self.retry_plan[index].attempt if index in self.retry_plan else 0
+        root = self.root
+        predictor, key = record.predictor, record.key
+        record.checks = tuple((c.name, key) for c in constraints)
         while True:
             outputs = _outputs_of(predictor, prediction)
-            fields = {**base_inputs, **outputs}
-            failing: list[Constraint] = []
-            for constraint in constraints:
-                key = (constraint.name, ("step", index))
-                passed = self._evaluate(constraint, key, fields)
-                if passed:
-                    for cx in self.pending.pop(key, []):
-                        cx.fixed_outputs = dict(outputs)
-                else:
-                    failing.append(constraint)
-            if not failing or self.config.mode == OBSERVE:
+            fields = {**record.inputs, **outputs}
+            failing = [c for c in constraints if not root.check_declared(c, (c.name, key), fields, outputs)]
+            root.mark_live(record.checks)
+            if not failing or root.config.mode == OBSERVE:
                 return prediction, trace_inputs
-            retryable = [
-                c for c in failing if self.backtracks[(c.name, ("step", index))] < self._budget(c)
-            ]
-            if not retryable:
-                self._give_up(failing, predictor, name, outputs, attempt + 1)
+            messages = [root.feedback_text(c, fields) for c in failing]
+            charged = next((c for c in failing if root.take_budget(c.name, (c.name, key), c.max_backtracks)), None)
+            if charged is None:
+                root.give_up(failing, messages, predictor, record.name, outputs, attempt + 1)
                 return prediction, trace_inputs
-            for constraint in failing:
-                message = self._feedback(constraint, fields)
-                if message not in feedback:
-                    feedback.append(message)
-            for constraint in retryable:
-                key = (constraint.name, ("step", index))
-                self.backtracks[key] += 1
-                cx = Counterexample(
-                    constraint.name, constraint.hard, name, dict(base_inputs), dict(outputs),
-                    self._feedback(constraint, fields),
-                )
-                self.record.counterexamples.append(cx)
-                self.pending.setdefault(key, []).append(cx)
+            feedback = root.add_feedback(key, messages)
+            for constraint, message in zip(failing, messages):
+                root.add_counterexample(constraint.name, constraint.hard, (constraint.name, key), record, outputs,
+                                        message)
             attempt += 1
-            trace = dspy.settings.trace
-            if trace and trace[-1][0] is predictor:
-                trace.pop()  # the trace keeps only the accepted attempt of a step
-            plan = _RetryPlan(list(feedback), outputs, attempt)
-            self.record.lm_calls += 1
-            prediction, trace_inputs = self._retry(predictor, dict(kwargs), plan, call)
+            _drop_trace_entry(predictor, prediction)  # the trace keeps only the accepted attempt of a step
+            root.count_call()
+            prediction, trace_inputs = root.retry(predictor, record.name, record.inputs, dict(kwargs),
+                                                  _RetryPlan(feedback, outputs, attempt), call)
+            self._ensure_current()
 
-    def _budget(self, constraint: Constraint) -> int:
-        if constraint.max_backtracks is not None:
-            return constraint.max_backtracks
-        return self.config.max_backtracks
-
-    def _feedback(self, constraint: Constraint, fields: dict[str, Any]) -> str:
-        try:
-            return constraint.feedback(fields)
-        except ConstraintError as exc:
-            self._note_error(constraint.name, constraint.hard)
-            raise exc
-
-    def _evaluate(self, constraint: Constraint, key: tuple[str, Any], fields: dict[str, Any]) -> bool:
-        outcome = self.outcomes.get(key)
-        if outcome is None:
-            outcome = self.outcomes[key] = _Outcome(constraint.name, constraint.hard)
-        try:
-            passed = constraint.check(fields)
-        except ConstraintError:
-            outcome.error = True
-            raise
-        if outcome.first is None:
-            outcome.first = passed
-        outcome.last = passed
-        return passed
-
-    def _note_error(self, name: str, hard: bool) -> None:
-        stats = self.record.constraints.setdefault(name, ConstraintStats(name, hard))
-        stats.errors += 1
-
-    def _give_up(
-        self, failing: Sequence[Constraint], predictor: Any, name: str, outputs: dict[str, Any], attempts: int
-    ) -> None:
-        if self.config.mode == OBSERVE:
-            return
-        hard = [c for c in failing if c.hard]
-        if hard:
-            c = hard[0]
-            raise DSPyAssertionError(
-                c.name, self._safe_feedback(c, outputs), attempts=attempts, last_outputs=outputs, predictor=name
-            )
-        if self.config.strict_suggestions:
-            c = failing[0]
-            raise DSPySuggestionError(
-                c.name, self._safe_feedback(c, outputs), attempts=attempts, last_outputs=outputs, predictor=name
-            )
-        for c in failing:
-            logger.info("suggestion %r on %s still fails after %d attempt(s)", c.name, name, attempts)
-
-    @staticmethod
-    def _safe_feedback(constraint: Constraint, outputs: dict[str, Any]) -> str:
-        try:
-            return constraint.feedback(outputs)
-        except Exception:
-            return constraint.message if isinstance(constraint.message, str) else constraint.name
-
-    # -- inline Assert / Suggest --------------------------------------------------------------------
-    def inline_check(self, passed: bool, message: str, target: Any, hard: bool, name: str) -> bool:
+    # -- inline Assert / Suggest ------------------------------------------------------------------
+    def inline_check(
+        self, passed: bool, message: str, target: Any, hard: bool, name: str, cap: int | None
+    ) -> bool:
+        root = self.root
+        self._ensure_current()
         occurrence = self.occurrence[name]
         self.occurrence[name] += 1
-        key = (name, ("inline", occurrence))
-        outcome = self.outcomes.get(key)
-        if outcome is None:
-            outcome = self.outcomes[key] = _Outcome(name, hard)
-        if outcome.first is None:
-            outcome.first = passed
-        outcome.last = passed
-        if passed:
-            for cx in self.pending.pop(key, []):
-                index = getattr(cx, "_target_index", None)
-                if index is not None and index < len(self.calls):
-                    cx.fixed_outputs = _outputs_of(self.calls[index].predictor, self.calls[index].prediction)
-            return True
-        if self.config.mode == OBSERVE:
-            return False
+        check_key = (name, self._inline_place(occurrence))
+        root.record_verdict(check_key, name, hard, passed, kind="inline")
+        root.mark_live((check_key,))
         index = self._target_index(target)
         call = self.calls[index] if index is not None else None
         outputs = _outputs_of(call.predictor, call.prediction) if call else {}
-        if index is not None and self.backtracks[key] < self.config.max_backtracks:
-            self.backtracks[key] += 1
-            plan = self.retry_plan.get(index)
-            feedback = list(plan.feedback) if plan else []
-            if message and message not in feedback:
-                feedback.append(message)
-            elif not feedback:
-                feedback.append(f"The output failed the check {name!r}.")
-            self.retry_plan[index] = _RetryPlan(feedback, outputs, (plan.attempt if plan else 0) + 1)
-            cx = Counterexample(name, hard, call.name, dict(call.inputs), dict(outputs), message)
-            cx._target_index = index  # type: ignore[attr-defined]
-            self.record.counterexamples.append(cx)
-            self.pending.setdefault(key, []).append(cx)
-            raise _Backtrack(index)
-        attempts = 1 + self.backtracks[key]
-        label = call.name if call else None
+        if passed:
+            root.resolve_pending(check_key, outputs)
+            return True
+        if root.config.mode == OBSERVE:
+            return False
+        text = message or f"The output failed the check {name!r}."
+        if call is not None and root.take_budget(name, check_key, cap):
+            feedback = root.add_feedback(call.key, [text])
+            root.set_plan(call.key, _RetryPlan(feedback, outputs, root.attempts_of(call.key) + 1))
+            root.add_counterexample(name, hard, check_key, call, outputs, text)
+            self._backtrack(index, call)
+        attempts = 1 + (root.attempts_of(call.key) if call else 0)
+        where = call.name if call else None
+        module = call.predictor if call else None
         if hard:
-            raise DSPyAssertionError(name, message, attempts=attempts, last_outputs=outputs, predictor=label)
-        if self.config.strict_suggestions:
-            raise DSPySuggestionError(name, message, attempts=attempts, last_outputs=outputs, predictor=label)
+            raise DSPyAssertionError(name, text, module, attempts=attempts, last_outputs=outputs, predictor=where)
+        if root.config.strict_suggestions:
+            raise DSPySuggestionError(name, text, module, attempts=attempts, last_outputs=outputs, predictor=where)
         logger.info("suggestion %r still fails after %d attempt(s)", name, attempts)
         return False
 
@@ -416,29 +386,385 @@ class _RunState:
             f"{', '.join(dict.fromkeys(c.name for c in self.calls))}"
         )
 
+    # -- what differs between the main scope and a branch -------------------------------------------
+    def _ensure_current(self) -> None:
+        pass
+
+    def _step_key(self, index: int, name: str, inputs: dict[str, Any]) -> tuple:
+        raise NotImplementedError
+
+    def _inline_place(self, occurrence: int) -> tuple:
+        raise NotImplementedError
+
+    def _replayed(self, index: int, key: tuple, predictor: Any, inputs: dict[str, Any]) -> _CallRecord | None:
+        raise NotImplementedError
+
+    def _accept(self, record: _CallRecord) -> None:
+        self.calls.append(record)
+
+    def _backtrack(self, index: int, call: _CallRecord) -> NoReturn:
+        raise NotImplementedError
+
+
+class _RunState(_Scope):
+    """One run (one top-level call of an activated program), which is also its main scope."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.root = self
+        self.config = config
+        self.record = RunRecord()
+        self.lock = threading.Lock()
+        self.checks: dict[tuple, _Check] = {}
+        self.kinds: dict[str, str] = {}
+        self.used = 0
+        self.by_constraint: Counter[str] = Counter()
+        self.by_place: Counter[tuple] = Counter()
+        self.feedback: dict[tuple, list[str]] = {}  # step -> distinct messages given to it in this run
+        self.attempts: Counter[tuple] = Counter()  # step -> retries made
+        self.plans: dict[tuple, _RetryPlan] = {}
+        self.pending: dict[tuple, list[Counterexample]] = {}
+        self.uncached = 0
+        self.pass_id = 0
+        self.calls: list[_CallRecord] = []
+        self.replay: list[_CallRecord] = []
+        self.branch_calls: dict[tuple, _CallRecord] = {}
+        self.branch_replay: dict[tuple, _CallRecord] = {}
+        self.live: set[tuple] = set()
+        self.occurrence: Counter[str] = Counter()
+        self.branch_occurrence: Counter[tuple] = Counter()
+        self.branches: dict[int, _Branch] = {}
+
+    # -- driving forward ------------------------------------------------------------------
+    def run(self, fn: Callable[[], Any]) -> Any:
+        trace = dspy.settings.trace
+        mark = len(trace) if trace is not None else 0
+        while True:
+            self._begin_pass()
+            try:
+                return fn()
+            except _Backtrack as bt:
+                if trace is not None:
+                    del trace[mark:]
+                with self.lock:
+                    self.replay = self.calls[: bt.index] if bt.index is not None else list(self.calls)
+                    self.branch_replay = dict(self.branch_calls)
+
+    def _begin_pass(self) -> None:
+        with self.lock:
+            self.pass_id += 1
+            self.calls = []
+            self.branch_calls = {}
+            self.live = set()
+            self.occurrence = Counter()
+            self.branch_occurrence = Counter()
+            self.branches = {}
+            self.record.passes += 1
+        overrides = thread_local_overrides.get()
+        if overrides.get(RUN_STATE_KEY) is self:  # the run's own dspy.context: worker tasks learn the pass
+            overrides[_PASS_KEY] = self.pass_id
+
+    def branch_for_thread(self, pass_id: int | None) -> _Branch:
+        """This worker thread's branch in the pass its task was handed out in (tasks of a thread run in turn).
+
+        A task handed out in an abandoned pass gets a stale branch, which stops at its next step.
+        """
+        ident = threading.get_ident()
+        with self.lock:
+            if pass_id is not None and pass_id != self.pass_id:
+                return _Branch(self, pass_id)
+            branch = self.branches.get(ident)
+            if branch is None:
+                branch = self.branches[ident] = _Branch(self, self.pass_id)
+            return branch
+
+    def _step_key(self, index: int, name: str, inputs: dict[str, Any]) -> tuple:
+        return ("main", index)
+
+    def _inline_place(self, occurrence: int) -> tuple:
+        return ("inline", occurrence)
+
+    def _replayed(self, index: int, key: tuple, predictor: Any, inputs: dict[str, Any]) -> _CallRecord | None:
+        if index < len(self.replay) and key not in self.plans:
+            previous = self.replay[index]
+            if previous.predictor is predictor and previous.inputs == inputs:
+                return previous
+            self.replay = []  # diverged: nothing further can be replayed
+        return None
+
+    def _backtrack(self, index: int, call: _CallRecord) -> NoReturn:
+        raise _Backtrack(index)
+
+    # -- shared bookkeeping (also used by branches, hence the lock) ----------------------------------
+    def name_of(self, predictor: Any) -> str:
+        return getattr(predictor, "_lmassert_name", None) or _predictor_label(predictor)
+
+    def count_call(self, judge: bool = False) -> None:
+        with self.lock:
+            if judge and self.config.mode == OBSERVE:
+                self.record.observe_lm_calls += 1
+            else:
+                self.record.lm_calls += 1
+
+    def add_usage(self, entry: dict[str, Any]) -> None:
+        prompt, completion, total = _usage_numbers(entry)
+        with self.lock:
+            self.uncached += 1
+            self.record.prompt_tokens += prompt
+            self.record.completion_tokens += completion
+            self.record.tokens += total
+
+    def take_plan(self, key: tuple) -> _RetryPlan | None:
+        with self.lock:
+            return self.plans.pop(key, None)
+
+    def set_plan(self, key: tuple, plan: _RetryPlan) -> None:
+        with self.lock:
+            self.plans[key] = plan
+
+    def attempts_of(self, key: tuple) -> int:
+        return self.attempts[key]
+
+    def take_budget(self, name: str, place: tuple, cap: int | None) -> bool:
+        """Spend one retry for constraint `name` at `place`, if the budget allows it."""
+        config = self.config
+        with self.lock:
+            if config.budget == SHARED:
+                if self.used >= config.max_backtracks:
+                    return False
+                if cap is not None and self.by_constraint[name] >= cap:
+                    return False
+            else:
+                limit = cap if cap is not None else config.max_backtracks
+                if self.by_place[(name, place)] >= limit:
+                    return False
+            self.used += 1
+            self.by_constraint[name] += 1
+            self.by_place[(name, place)] += 1
+            return True
+
+    def add_feedback(self, step: tuple, messages: Iterable[str]) -> list[str]:
+        with self.lock:
+            given = self.feedback.setdefault(step, [])
+            for message in messages:
+                if message not in given:
+                    given.append(message)
+            self.attempts[step] += 1
+            return list(given)
+
+    def feedback_text(self, constraint: Constraint, fields: dict[str, Any]) -> str:
+        try:
+            return constraint.feedback(fields)
+        except ConstraintError:
+            self._note_error(constraint.name, constraint.hard)
+            raise
+
+    def check_declared(self, constraint: Constraint, key: tuple, fields: dict[str, Any],
+                       outputs: dict[str, Any]) -> bool:
+        try:
+            passed = constraint.check(fields)
+        except ConstraintError:
+            with self.lock:
+                check = self.checks.setdefault(key, _Check(constraint.name, constraint.hard))
+                check.error = True
+            raise
+        self.record_verdict(key, constraint.name, constraint.hard, passed, kind="declared")
+        if passed:
+            self.resolve_pending(key, outputs)
+        return passed
+
+    def record_verdict(self, key: tuple, name: str, hard: bool, passed: bool, kind: str) -> None:
+        with self.lock:
+            check = self.checks.get(key)
+            if check is None:
+                check = self.checks[key] = _Check(name, hard)
+            if check.first is None:
+                check.first = passed
+            check.last = passed
+            self.kinds.setdefault(name, kind)
+
+    def mark_live(self, keys: Iterable[tuple]) -> None:
+        with self.lock:
+            self.live.update(keys)
+
+    def add_counterexample(self, name: str, hard: bool, check_key: tuple, call: _CallRecord,
+                           outputs: dict[str, Any], message: str) -> None:
+        cx = Counterexample(name, hard, call.name, dict(call.inputs), dict(outputs), message)
+        with self.lock:
+            self.record.counterexamples.append(cx)
+            self.pending.setdefault(check_key, []).append(cx)
+
+    def resolve_pending(self, check_key: tuple, outputs: dict[str, Any]) -> None:
+        with self.lock:
+            fixed = self.pending.pop(check_key, [])
+        for cx in fixed:
+            cx.fixed_outputs = dict(outputs)
+
+    def _note_error(self, name: str, hard: bool) -> None:
+        with self.lock:
+            stats = self.record.constraints.setdefault(name, ConstraintStats(name, hard))
+            stats.errors += 1
+
+    def retry(
+        self, predictor: Any, name: str, inputs: dict[str, Any], kwargs: dict[str, Any], plan: _RetryPlan,
+        call: Callable[..., Any],
+    ) -> tuple[Any, dict[str, Any]]:
+        signature = retry_signature(predictor.signature)
+        extra = {f"past_{k}": _sendable(v) for k, v in plan.past.items()}
+        extra["feedback"] = _sendable("\n".join(plan.feedback))
+        kwargs = dict(kwargs)
+        config = dict(kwargs.pop("config", None) or {})
+        lm = kwargs.get("lm") or predictor.lm or dspy.settings.lm
+        temperature = config.get("temperature", getattr(lm, "kwargs", {}).get("temperature"))
+        config["rollout_id"] = rollout_id(self.config.seed, name, inputs, plan.attempt)
+        if (not temperature or temperature <= 0) and self.config.retry_temperature is not None:
+            config["temperature"] = self.config.retry_temperature
+        call_kwargs = {**kwargs, **extra}
+        prediction = call(signature=signature, config=config, **call_kwargs)
+        return prediction, call_kwargs
+
+    def give_up(
+        self, failing: Sequence[Constraint], messages: Sequence[str], predictor: Any, name: str,
+        outputs: dict[str, Any], attempts: int,
+    ) -> None:
+        for constraint, message in zip(failing, messages):
+            if constraint.hard:
+                raise DSPyAssertionError(constraint.name, message, predictor, attempts=attempts,
+                                         last_outputs=outputs, predictor=name)
+        if self.config.strict_suggestions:
+            raise DSPySuggestionError(failing[0].name, messages[0], predictor, attempts=attempts,
+                                      last_outputs=outputs, predictor=name)
+        for constraint in failing:
+            logger.info("suggestion %r on %s still fails after %d attempt(s)", constraint.name, name, attempts)
+
     # -- end of run ---------------------------------------------------------------------------
     def finish(self, error: BaseException | None) -> RunRecord:
         record = self.record
-        for (name, _), outcome in self.outcomes.items():
-            stats = record.constraints.get(name)
+        verdicts: dict[str, list[_Check]] = {}
+        for key, check in self.checks.items():
+            stats = record.constraints.get(check.name)
             if stats is None:
-                stats = record.constraints[name] = ConstraintStats(name, outcome.hard)
-            if outcome.error:  # the condition itself raised, timed out or gave a non-bool
+                stats = record.constraints[check.name] = ConstraintStats(check.name, check.hard)
+            if check.error:  # the condition itself raised, timed out or gave a non-bool
                 stats.errors += 1
-            if outcome.first is None:
-                continue
+            if key not in self.live or check.first is None:
+                continue  # checked only in an abandoned pass: not a verdict on the returned output
+            verdicts.setdefault(check.name, []).append(check)
             stats.checks += 1
-            if outcome.first:
+            if not check.last:
+                stats.final_failures += 1  # passing first and failing at the end is a failure
+            elif check.first:
                 stats.first_try_passes += 1
-            elif outcome.last:
-                stats.passes_after_backtrack += 1
             else:
-                stats.final_failures += 1
-        for (name, _), used in self.backtracks.items():
-            record.constraints[name].backtracks += used
+                stats.passes_after_backtrack += 1
+        for name, checks in verdicts.items():
+            stats = record.constraints[name]
+            stats.examples = 1
+            stats.passed_first = int(all(c.first for c in checks))
+            stats.passed_final = int(all(c.last for c in checks))
+        for name, used in self.by_constraint.items():
+            record.constraints.setdefault(name, ConstraintStats(name, False)).backtracks += used
+        record.kinds = dict(self.kinds)
+        record.cache_hits = max(0, record.lm_calls + record.observe_lm_calls - self.uncached)
         if error is not None:
             record.error = f"{type(error).__name__}: {error}"
         return record
+
+
+class _Branch(_Scope):
+    """A worker thread's part of a run: its own call order, the run's budget, verdicts and record.
+
+    Steps are keyed by predictor and inputs (thread order is not reproducible); an inline check
+    that fails here unwinds the whole run, whose next pass replays every branch call but the target.
+    """
+
+    def __init__(self, root: _RunState, pass_id: int) -> None:
+        self.root = root
+        self.pass_id = pass_id
+        self.calls: list[_CallRecord] = []
+        self.occurrence: Counter[str] = Counter()
+
+    def _ensure_current(self) -> None:
+        if self.pass_id != self.root.pass_id:
+            raise _Backtrack(None)  # the run moved on without this thread: stop spending its budget
+
+    def _step_key(self, index: int, name: str, inputs: dict[str, Any]) -> tuple:
+        identity = (name, repr(sorted((k, repr(v)) for k, v in inputs.items())))
+        root = self.root
+        with root.lock:
+            occurrence = root.branch_occurrence[identity]
+            root.branch_occurrence[identity] += 1
+        return ("branch", identity, occurrence)
+
+    def _inline_place(self, occurrence: int) -> tuple:
+        last = self.calls[-1].key if self.calls else None
+        return ("inline", last, occurrence)
+
+    def _replayed(self, index: int, key: tuple, predictor: Any, inputs: dict[str, Any]) -> _CallRecord | None:
+        root = self.root
+        with root.lock:
+            if key in root.plans:
+                return None
+            previous = root.branch_replay.get(key)
+        if previous is not None and previous.predictor is predictor:
+            return previous
+        return None
+
+    def _accept(self, record: _CallRecord) -> None:
+        self.calls.append(record)
+        with self.root.lock:
+            self.root.branch_calls[record.key] = record
+
+    def _backtrack(self, index: int, call: _CallRecord) -> NoReturn:
+        raise _Backtrack(call.main_index)
+
+
+def _active_scope() -> _Scope | None:
+    """The scope of the run this thread works for, if any.
+
+    In DSPy's worker threads the run arrives through `dspy.settings` (DSPy copies its context into
+    each task); each worker thread gets one branch per pass of the run.
+    """
+    scope = _current_scope.get()
+    if scope is not None:
+        return scope
+    overrides = thread_local_overrides.get()
+    root = overrides.get(RUN_STATE_KEY)
+    if root is None:
+        return None
+    return root.branch_for_thread(overrides.get(_PASS_KEY))
+
+
+def note_lm_call() -> None:
+    """Count one LM call against the current run (predictor calls count themselves; judges call this)."""
+    scope = _active_scope()
+    if scope is not None:
+        scope.root.count_call(judge=True)
+
+
+def carry_run(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`pool.map(carry_run(f), items)`: calls of `f` on other threads join the run active here.
+
+    Without it, predictor calls from a thread pool of your own are not checked (they are counted by
+    `stray_predictor_calls()`). DSPy's own threads (`Predict.batch`, `dspy.Parallel`) need nothing.
+    """
+    scope = _active_scope()
+    if scope is None:
+        return fn
+    root = scope.root
+    overrides = dict(thread_local_overrides.get())
+    pass_id = root.pass_id
+
+    @functools.wraps(fn)
+    def carried(*args: Any, **kwargs: Any) -> Any:
+        settings_token = thread_local_overrides.set({**overrides, RUN_STATE_KEY: root, _PASS_KEY: pass_id})
+        scope_token = _current_scope.set(_Branch(root, pass_id))
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _current_scope.reset(scope_token)
+            thread_local_overrides.reset(settings_token)
+
+    return carried
 
 
 # ---------------------------------------------------------------- target matching
@@ -525,11 +851,12 @@ class _GuardMixin:
     """Routes a predictor's calls through the active run; a plain predictor otherwise."""
 
     def forward(self, **kwargs: Any) -> Any:
-        state = _current_run.get()
+        scope = _active_scope()
         parent = super().forward  # type: ignore[misc]
-        if state is None:
+        if scope is None:
+            _note_stray_call()
             return parent(**kwargs)
-        return state.predictor_call(self, kwargs, parent)
+        return scope.predictor_call(self, kwargs, parent)
 
 
 _guard_classes: dict[type, type] = {}
@@ -545,7 +872,7 @@ def _guard_class(cls: type) -> type:
     return guarded
 
 
-def _twin(cls: type, mixin: type, prefix: str) -> type:
+def _twin(cls: type, mixin: type, prefix: str, namespace: dict[str, Any] | None = None) -> type:
     """A subclass with `mixin` that still calls itself `cls.__name__` (reprs and user code see no change).
 
     Its qualified name is unique and registered here, so pickle finds it.
@@ -553,7 +880,7 @@ def _twin(cls: type, mixin: type, prefix: str) -> type:
     qualname = f"_{prefix}_{cls.__module__.replace('.', '_')}_{cls.__qualname__.replace('.', '_')}"
     while qualname in globals() and globals()[qualname].__mro__[2] is not cls:
         qualname += "_"
-    twin = type(cls.__name__, (mixin, cls), {"__module__": __name__, "__qualname__": qualname})
+    twin = type(cls.__name__, (mixin, cls), {"__module__": __name__, "__qualname__": qualname, **(namespace or {})})
     globals()[qualname] = twin
     return twin
 
@@ -606,7 +933,7 @@ class AssertedForward:
         self.config = config
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if _current_run.get() is not None:  # a nested asserted module joins the outer run
+        if _active_scope() is not None:  # a nested asserted module joins the outer run
             return self.func(*args, **kwargs)
         return run_asserted(lambda: self.func(*args, **kwargs), self.config)
 
@@ -622,9 +949,23 @@ class _AssertedMixin:
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         parent = super().forward  # type: ignore[misc]
         config = self.__dict__.get("_lmassert_config")
-        if config is None or _current_run.get() is not None:  # inactive, or nested in an outer run
+        if config is None or _active_scope() is not None:  # inactive, or nested in an outer run
             return parent(*args, **kwargs)
         return run_asserted(lambda: parent(*args, **kwargs), config)
+
+
+def _asserted_forward(cls: type) -> Callable[..., Any]:
+    """`cls.forward` run as an asserted run, with its own signature (pipelines read it to pass arguments)."""
+    original = cls.forward
+
+    @functools.wraps(original)
+    def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        config = self.__dict__.get("_lmassert_config")
+        if config is None or _active_scope() is not None:  # inactive, or nested in an outer run
+            return original(self, *args, **kwargs)
+        return run_asserted(lambda: original(self, *args, **kwargs), config)
+
+    return forward
 
 
 _asserted_classes: dict[type, type] = {}
@@ -635,7 +976,7 @@ def _asserted_class(cls: type) -> type:
         return cls
     asserted = _asserted_classes.get(cls)
     if asserted is None:
-        asserted = _twin(cls, _AssertedMixin, "Asserted")
+        asserted = _twin(cls, _AssertedMixin, "Asserted", {"forward": _asserted_forward(cls)})
         _asserted_classes[cls] = asserted
     return asserted
 
@@ -649,12 +990,15 @@ def _base_class(cls: type) -> type:
 
 def run_asserted(fn: Callable[[], Any], config: RunConfig) -> Any:
     """Run `fn` as one asserted run; its RunRecord goes to `config.log` and any active collectors."""
+    global _active_runs
     state = _RunState(config)
-    token = _current_run.set(state)
+    token = _current_scope.set(state)
+    with _activity_lock:
+        _active_runs += 1
     error: BaseException | None = None
     try:
-        usage = _TokenSink(state.add_tokens, dspy.settings.get("usage_tracker"))
-        with dspy.context(usage_tracker=usage, lmassert_run_state=state):
+        usage = _TokenSink(state.add_usage, dspy.settings.get("usage_tracker"))
+        with dspy.context(usage_tracker=usage, **{RUN_STATE_KEY: state}):
             result = state.run(fn)
         _attach_record(result, state.record)
         return result
@@ -664,10 +1008,12 @@ def run_asserted(fn: Callable[[], Any], config: RunConfig) -> Any:
             try:
                 exc.run_record = state.record  # type: ignore[attr-defined]
             except AttributeError:
-                pass
+                state.record.warnings.append(f"could not attach the run record to {type(exc).__name__}")
         raise
     finally:
-        _current_run.reset(token)
+        _current_scope.reset(token)
+        with _activity_lock:
+            _active_runs -= 1
         record = state.finish(error)
         config.log.add(record)
         for collector in dspy.settings.get(COLLECTORS_KEY) or ():
@@ -675,10 +1021,17 @@ def run_asserted(fn: Callable[[], Any], config: RunConfig) -> Any:
 
 
 def _attach_record(result: Any, record: RunRecord) -> None:
+    """Let the prediction carry its record; a result that cannot (a str, a tuple) is noted, not hidden.
+
+    Collectors (`COLLECTORS_KEY`) receive every record whatever the result, so evaluations never
+    depend on this.
+    """
     try:
         object.__setattr__(result, "_lmassert_record", record)
     except (AttributeError, TypeError):
-        pass
+        message = f"the run's result ({type(result).__name__}) cannot carry its record; use a RunLog or collector"
+        record.warnings.append(message)
+        logger.debug(message)
 
 
 def run_record_of(prediction: Any) -> RunRecord | None:
@@ -702,13 +1055,20 @@ def activate_assertions(
     constraints: Iterable[Constraint] = (),
     mode: str = ENFORCE,
     strict_suggestions: bool = False,
+    budget: str = SHARED,
+    retry_temperature: float | None = DEFAULT_RETRY_TEMPERATURE,
+    seed: int = 0,
 ) -> dspy.Module:
     """Activate backtracking on `program` in place and return it (DSPy 2.5's contract).
 
-    `constraints` are declarative checks attached to the predictors their targets name; a target
-    that names nothing raises TargetNotFoundError here, before anything is changed.
+    `max_backtracks` retries per call, shared by all constraints (`budget="per_constraint"`: per
+    constraint and place). `constraints` are declarative checks attached to the predictors their
+    targets name; a target that names nothing raises TargetNotFoundError here, before anything is
+    changed. Retries sample at `retry_temperature` when the LM's temperature is 0, from rollouts
+    derived from `seed`, so a repeated run repeats exactly.
     """
-    config = RunConfig(max_backtracks=max_backtracks, mode=mode, strict_suggestions=strict_suggestions)
+    config = RunConfig(max_backtracks=max_backtracks, mode=mode, strict_suggestions=strict_suggestions,
+                       budget=budget, retry_temperature=retry_temperature, seed=seed)
     constraints = list(constraints)
     if constraints:
         attach_constraints(program, constraints)
@@ -756,28 +1116,53 @@ def constraints_of(program: dspy.Module) -> list[Constraint]:
 # ---------------------------------------------------------------- DSPy 2.5 compatible API
 
 
-def _inline(result: Any, msg: str, target_module: Any, hard: bool, name: str | None) -> bool:
+def _call_site(hard: bool, depth: int = 3) -> str:
+    """`Suggest@file.py:42`: an inline constraint's name when it has none (its message may quote the output)."""
+    try:
+        frame = sys._getframe(depth)
+    except ValueError:
+        return "Assert" if hard else "Suggest"
+    filename = os.path.basename(frame.f_code.co_filename) or frame.f_code.co_filename
+    return f"{'Assert' if hard else 'Suggest'}@{filename}:{frame.f_lineno}"
+
+
+def _inline(
+    result: Any, msg: str, target_module: Any, hard: bool, name: str | None, max_backtracks: int | None
+) -> bool:
     passed = bool(result)
-    label = name or msg or ("assertion" if hard else "suggestion")
-    state = _current_run.get()
-    if state is None:
+    label = name or _call_site(hard)
+    scope = _active_scope()
+    if scope is None:
         if passed:
             return True
         if hard:
             raise DSPyAssertionError(label, msg)
         logger.warning("Suggest failed (assertions not activated, continuing): %s", msg or label)
         return False
-    return state.inline_check(passed, msg, target_module, hard, label)
+    return scope.inline_check(passed, msg, target_module, hard, label, max_backtracks)
 
 
-def Assert(result: Any, msg: str = "", target_module: Any = None, *, name: str | None = None) -> bool:  # noqa: N802
-    """Hard constraint: backtrack on failure, raise DSPyAssertionError when the budget is spent."""
-    return _inline(result, msg, target_module, True, name)
+def Assert(  # noqa: N802
+    result: Any, msg: str = "", target_module: Any = None, *, name: str | None = None,
+    max_backtracks: int | None = None,
+) -> bool:
+    """Hard constraint: backtrack on failure, raise DSPyAssertionError when the budget is spent.
+
+    Named `name`, else by its call site (`Assert@file.py:42`), never by its message. `max_backtracks`
+    caps this constraint's share of the run's retry budget.
+    """
+    return _inline(result, msg, target_module, True, name, max_backtracks)
 
 
-def Suggest(result: Any, msg: str = "", target_module: Any = None, *, name: str | None = None) -> bool:  # noqa: N802
-    """Soft constraint: backtrack on failure, then record it and continue. Never raises when inactive."""
-    return _inline(result, msg, target_module, False, name)
+def Suggest(  # noqa: N802
+    result: Any, msg: str = "", target_module: Any = None, *, name: str | None = None,
+    max_backtracks: int | None = None,
+) -> bool:
+    """Soft constraint: backtrack on failure, then record it and continue. Never raises when inactive.
+
+    Named `name`, else by its call site (`Suggest@file.py:42`), never by its message.
+    """
+    return _inline(result, msg, target_module, False, name, max_backtracks)
 
 
 def backtrack_handler(
@@ -818,15 +1203,26 @@ class LMTally(BaseCallback):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.calls = 0
+        self.uncached = 0
         self.tokens = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    @property
+    def cache_hits(self) -> int:
+        return max(0, self.calls - self.uncached)
 
     def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         with self._lock:
             self.calls += 1
 
-    def add_tokens(self, n: int) -> None:
+    def add_usage(self, entry: dict[str, Any]) -> None:
+        prompt, completion, total = _usage_numbers(entry)
         with self._lock:
-            self.tokens += n
+            self.uncached += 1
+            self.tokens += total
+            self.prompt_tokens += prompt
+            self.completion_tokens += completion
 
 
 @contextlib.contextmanager
@@ -834,6 +1230,6 @@ def tally_lm() -> Iterator[LMTally]:
     """`with tally_lm() as t: ...` counts every LM call and token inside, in any thread DSPy spawns."""
     tally = LMTally()
     callbacks = [*list(dspy.settings.get("callbacks") or []), tally]
-    usage = _TokenSink(tally.add_tokens, dspy.settings.get("usage_tracker"))
+    usage = _TokenSink(tally.add_usage, dspy.settings.get("usage_tracker"))
     with dspy.context(callbacks=callbacks, usage_tracker=usage):
         yield tally
