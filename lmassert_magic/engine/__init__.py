@@ -24,20 +24,20 @@ from .runtime import (
     RunConfig,
     Suggest,
     activate_assertions,
-    carry_run,
-    rollout_id,
-    stray_predictor_calls,
     assert_transform_module,
     assertion_log,
     attach_constraints,
     backtrack_handler,
+    carry_run,
     constraints_of,
     deactivate_assertions,
     is_activated,
     resolve_target,
     retry_signature,
+    rollout_id,
     run_asserted,
     run_record_of,
+    stray_predictor_calls,
 )
 
 __all__ = [
