@@ -171,7 +171,7 @@ def test_condition_sees_fields_notebook_names_at_check_time_and_builtins(reg, ns
     assert constraint.check({"question": "q", "context": [], "tweet": "hello"}) is False
 
 
-def test_notebook_helper_defined_later_raises_constraint_error_if_deleted(reg, ns):
+def test_a_notebook_helper_deleted_after_the_assert_cell_raises_constraint_error(reg, ns):
     ns["is_short"] = lambda text: len(text) < 5
     reg.define_constraint(ConstraintSpec("c", "GenerateTweet", "is_short(tweet)", None), ns)
     constraint = reg.constraints["c"].constraint
@@ -311,15 +311,90 @@ def test_reset_forgets_everything_but_keeps_counting_revisions(reg, ns):
 # ---------------------------------------------------------------- snapshots and the singleton
 
 
-def test_snapshot_is_deterministic_json(reg, ns):
+def _history(ns, *, tweet=TWEET, constraint=None, options=(("train", "t"), ("metric", "m")), programs=("p", "q")):
+    """A fresh registry after a fixed sequence of changes; the keywords vary one definition or one order."""
+    ns["retrieve"] = _retrieve
+    r = Registry()
+    r.define_signature(tweet, ns)
+    r.define_signature(ANSWER, ns)
+    r.define_constraint(constraint or no_hashtags(), ns)
+    for name in programs:
+        plan = r.plan_pipeline(PipelineSpec(name, (StepRef("retrieve"), StepRef("GenerateTweet"))), ns)
+        r.record_compile(plan, result=None, program=plan.program, options=dict(options))
+    return r
+
+
+def _canonical(text):
+    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+
+
+def test_snapshot_records_what_was_written(reg, ns):
     reg.define_constraint(no_hashtags(), ns)
     _record(reg, ns)
     snap = reg.snapshot()
-    assert json.loads(json.dumps(snap)) == snap
-    assert reg.snapshot_json() == reg.snapshot_json()
     assert snap["signatures"]["GenerateTweet"]["fields"][1] == {
         "name": "context", "role": "input", "type": "list[str]", "desc": "facts", "prefix": None, "line": 4}
+    assert snap["constraints"]["no_hashtags"]["message"] == '"Remove the hashtags."'
     assert snap["programs"]["p"]["steps"][0]["kind"] == "callable"
+    assert snap["programs"]["p"]["options"] == {"train": "t"}
+
+
+def test_snapshot_is_plain_json_and_equal_histories_give_equal_text(ns):
+    first, second = _history(ns), _history(ns)
+    text = first.snapshot_json()
+    # Plain JSON values only: nothing reached the `default=repr` fallback, so the text reads back as the snapshot.
+    assert json.loads(text) == first.snapshot()
+    assert text == second.snapshot_json()  # two registries, one history: byte-for-byte equal (no ids, no addresses)
+    # Reset and rebuild: the same text apart from the revision, which keeps counting.
+    revision = first.revision
+    first.reset()
+    ns["retrieve"] = _retrieve
+    first.define_signature(TWEET, ns)
+    first.define_signature(ANSWER, ns)
+    first.define_constraint(no_hashtags(), ns)
+    for name in ("p", "q"):
+        plan = first.plan_pipeline(PipelineSpec(name, (StepRef("retrieve"), StepRef("GenerateTweet"))), ns)
+        first.record_compile(plan, result=None, program=plan.program, options={"train": "t", "metric": "m"})
+    rebuilt = json.loads(first.snapshot_json())
+    assert rebuilt.pop("revision") > revision
+    expected = json.loads(text)
+    expected.pop("revision")
+    assert rebuilt == expected
+
+
+def test_snapshot_does_not_depend_on_insertion_order(ns):
+    # Programs and compile options carry no version number, so only their insertion order differs here.
+    forward = _history(ns, options=(("train", "t"), ("metric", "m")), programs=("p", "q"))
+    backward = _history(ns, options=(("metric", "m"), ("train", "t")), programs=("q", "p"))
+    assert list(forward.programs) != list(backward.programs)  # the registries really were filled differently
+    assert forward.snapshot_json() == backward.snapshot_json()
+    assert json.dumps(forward.snapshot()) == json.dumps(backward.snapshot())  # snapshot() itself is ordered too
+    # The text is canonical: sorted keys and compact separators at every level.
+    text = forward.snapshot_json()
+    assert text == _canonical(text)
+    assert list(json.loads(text)) == sorted(json.loads(text))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"tweet": SignatureSpec(TWEET.name, TWEET.fields, "Write a short tweet.")},
+        {"tweet": SignatureSpec(TWEET.name, TWEET.fields, TWEET.instructions, cot=True)},
+        {"tweet": SignatureSpec(TWEET.name, (*TWEET.fields[:2], FieldSpec("tweet", "output", "str", "140 chars",
+                                                                          line=5)), TWEET.instructions)},
+        {"tweet": SignatureSpec(TWEET.name, (TWEET.fields[0], FieldSpec("context", "input", "str", "facts", line=4),
+                                             TWEET.fields[2]), TWEET.instructions)},
+        {"constraint": no_hashtags(condition='"#" not in tweet')},
+        {"constraint": no_hashtags(hard=True)},
+        {"constraint": no_hashtags(max_backtracks=1)},
+        {"options": (("train", "t"), ("metric", "other"))},
+    ],
+    ids=["instructions", "cot", "field-desc", "field-type", "condition", "hard", "backtracks", "options"],
+)
+def test_a_changed_definition_changes_the_snapshot(ns, change):
+    base, changed = _history(ns), _history(ns, **change)
+    assert changed.revision == base.revision  # same number of changes: only the definition differs
+    assert changed.snapshot_json() != base.snapshot_json()
 
 
 def test_failed_transaction_leaves_the_state_untouched(reg, ns):
