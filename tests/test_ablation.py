@@ -8,13 +8,14 @@ import re
 import dspy
 import pytest
 
-from lmassert_magic import Constraint, activate_assertions
+from lmassert_magic import Assert, Constraint, Suggest, activate_assertions
 from lmassert_magic.engine import assertion_log, run_record_of
 from lmassert_magic.engine.ablation import (
     C_INFER_ASSERT,
     COMPILE,
     COMPILE_ASSERT,
     INFER_ASSERT,
+    LABELS,
     SETTINGS,
     VANILLA,
     ProgressEvent,
@@ -278,3 +279,94 @@ def test_attribute_wise_copy_stays_activated_and_bound_to_itself(scripted_lm):
     out = copy(question="q1")
     assert no_hashtags(out.tweet)
     assert len(assertion_log(copy)) == 1 and len(assertion_log(program)) == 0
+
+
+# ================================================================ settings that mean what they say (issue 14)
+
+
+class InlineTweeter(dspy.Module):
+    def __init__(self):
+        super().__init__()
+        self.gen = dspy.Predict(Tweet)
+
+    def forward(self, question):
+        tweet = self.gen(question=question).tweet
+        Suggest(no_hashtags(tweet), FIX + ".", name="inline_no_hashtags")
+        return dspy.Prediction(tweet=tweet)
+
+
+def test_inline_constraints_get_rows_in_every_setting(scripted_lm, data):
+    train, dev = data
+    scripted_lm(respond)
+    result = run_ablation(InlineTweeter(), train, dev[:4], metric,
+                          optimizer_kwargs={"max_bootstrapped_demos": 2, "max_labeled_demos": 0})
+    rates = result.pass_rates()
+    rows = rates[rates.constraint == "inline_no_hashtags"].set_index("setting")
+    assert list(rows.index) == [LABELS[k] for k in SETTINGS]
+    assert rows.loc["Vanilla", "pass_rate"] == 0 and rows.loc["Infer w/ Assert", "pass_rate"] == 100
+    assert "inline_no_hashtags" in result.summary().columns
+    assert any(line.startswith("inline_no_hashtags") for line in result.headlines())
+
+
+def test_baselines_never_enforce_and_count_observing_calls_apart(scripted_lm, data):
+    _, dev = data
+
+    def respond_with_judge(messages):
+        text = messages[-1]["content"]
+        if "## answer ## ]]" in text.split("Respond with")[-1]:
+            return {"answer": True}
+        return {"tweet": "tweet #tag"}
+
+    scripted_lm(respond_with_judge)
+    from lmassert_magic import lm_judge
+
+    judged = Constraint("engaging", lambda tweet: lm_judge("Is it engaging?", tweet=tweet), "Be fun.",
+                        target=Tweet)
+
+    class Hard(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.gen = dspy.Predict(Tweet)
+
+        def forward(self, question):
+            tweet = self.gen(question=question).tweet
+            Assert(no_hashtags(tweet), FIX, name="hard_inline")
+            return dspy.Prediction(tweet=tweet)
+
+    result = run_ablation(Hard(), [], dev[:3], metric, constraints=[judged], settings="vanilla")
+    vanilla = result.settings[VANILLA]
+    assert vanilla.n_failed == 0  # an inline Assert is observed, never raised, in a baseline
+    assert vanilla.lm_calls == 3  # the program's own calls
+    assert vanilla.observe_lm_calls == 3  # the judge measuring each output
+    assert vanilla.constraint_stats["hard_inline"].passed_final == 0
+
+
+def test_headlines_compare_like_with_like(scripted_lm, data):
+    train, dev = data
+    scripted_lm(respond)
+    result = run_ablation(dspy.Predict(Tweet), train, dev[:4], metric, constraints=[constraint()],
+                          optimizer_kwargs={"max_bootstrapped_demos": 2, "max_labeled_demos": 0})
+    text = "\n".join(result.headlines())
+    assert "Vanilla -> Infer w/ Assert" in text
+    assert "Compile -> Compile w/ Assert" in text
+    assert "Compile w/ Assert -> C+Infer w/ Assert" in text
+    assert "Vanilla -> C+Infer w/ Assert" not in text
+
+
+def test_records_reach_the_tables_when_the_program_returns_no_prediction(scripted_lm, data):
+    _, dev = data
+    scripted_lm(lambda m: {"tweet": "x #tag"})
+
+    class ReturnsDict(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.gen = dspy.Predict(Tweet)
+
+        def forward(self, question):
+            return {"tweet": self.gen(question=question).tweet}
+
+    result = run_ablation(ReturnsDict(), [], dev[:3], lambda e, p, t=None: 1.0, constraints=[constraint()],
+                          settings="vanilla")
+    vanilla = result.settings[VANILLA]
+    assert vanilla.constraint_stats["no_hashtags"].examples == 3
+    assert all(e.record is not None for e in vanilla.examples)

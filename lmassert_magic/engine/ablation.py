@@ -19,8 +19,17 @@ import pandas as pd
 
 from .compile import CompileOutcome, Metric, compile_program, demos_of, prepare_program
 from .constraints import Constraint
-from .records import ConstraintStats, Counterexample, RunRecord, merge_stats
-from .runtime import ENFORCE, OBSERVE, constraints_of, run_record_of, tally_lm
+from .records import ConstraintStats, Counterexample, RunLog, RunRecord, merge_stats
+from .runtime import (
+    COLLECTORS_KEY,
+    DEFAULT_RETRY_TEMPERATURE,
+    ENFORCE,
+    OBSERVE,
+    SHARED,
+    constraints_of,
+    stray_predictor_calls,
+    tally_lm,
+)
 
 VANILLA = "vanilla"
 INFER_ASSERT = "infer_assert"
@@ -92,7 +101,22 @@ class ExampleResult:
 
 
 @dataclass
+class CompileSummary:
+    """What a compile left out: failed training examples and traces dropped for soft failures."""
+
+    n_examples: int = 0
+    n_failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    dropped_soft_failures: int = 0
+    counterexample_mode: str = "retry"
+    keep_soft_failures: bool = False
+
+
+@dataclass
 class SettingResult:
+    """One setting's evaluation. `lm_calls` are the program's own LM requests (cache hits included);
+    `observe_lm_calls` are judge calls spent only on measuring outputs where constraints are observed."""
+
     key: str
     examples: list[ExampleResult] = field(default_factory=list)
     eval_seconds: float = 0.0
@@ -102,6 +126,12 @@ class SettingResult:
     compile_lm_calls: int = 0
     compile_tokens: int = 0
     complete: bool = True
+    observe_lm_calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    stray_predictor_calls: int = 0
+    compile: CompileSummary | None = None
 
     @property
     def label(self) -> str:
@@ -150,41 +180,57 @@ class AblationResult:
     requested: tuple[str, ...] = SETTINGS
 
     # -- tables --------------------------------------------------------------------------
+    def constraint_infos(self) -> list[tuple[str, bool]]:
+        """(name, hard) of every constraint: declared ones in order, then inline `Assert`/`Suggest`
+        calls as they appear in the records, so a check written in Python gets its row too."""
+        infos = [(c.name, c.hard) for c in self.constraints]
+        seen = {name for name, _ in infos}
+        for res in self.settings.values():
+            for name, s in res.constraint_stats.items():
+                if name not in seen:
+                    seen.add(name)
+                    infos.append((name, s.hard))
+        return infos
+
     def summary(self) -> pd.DataFrame:
-        """One row per setting: metric, per-constraint pass rates (%), LM calls/tokens per example, time."""
+        """One row per setting: metric, per-constraint pass rates (% of examples), costs per example, time."""
         rows = []
         for res in self.settings.values():
             row: dict[str, Any] = {"setting": res.label, "examples": res.n, "failed": res.n_failed}
             row[self.metric_name] = 100 * res.metric
             stats = res.constraint_stats
-            for c in self.constraints:
-                s = stats.get(c.name)
-                row[c.name] = 100 * s.pass_rate if s and s.checks else math.nan
+            for name, _ in self.constraint_infos():
+                s = stats.get(name)
+                row[name] = 100 * s.pass_rate if s and s.examples else math.nan
             row["lm_calls/ex"] = res.lm_calls / res.n if res.n else math.nan
+            row["observe_calls/ex"] = res.observe_lm_calls / res.n if res.n else math.nan
             row["tokens/ex"] = res.tokens / res.n if res.n else math.nan
             row["seconds"] = res.seconds
             rows.append(row)
         return pd.DataFrame(rows).set_index("setting") if rows else pd.DataFrame()
 
     def pass_rates(self) -> pd.DataFrame:
-        """Long form: setting x constraint with the raw counts behind each rate."""
+        """Long form: setting x constraint; the rate is per example, raw check counts beside it."""
         rows = []
         for res in self.settings.values():
             stats = res.constraint_stats
-            for c in self.constraints:
-                s = stats.get(c.name) or ConstraintStats(c.name, c.hard)
+            for name, hard in self.constraint_infos():
+                s = stats.get(name) or ConstraintStats(name, hard)
                 rows.append(
                     {
                         "setting": res.label,
-                        "constraint": c.name,
-                        "kind": c.kind,
+                        "constraint": name,
+                        "kind": "hard" if hard else "soft",
+                        "examples": s.examples,
+                        "passed_first": s.passed_first,
+                        "passed": s.passed_final,
                         "checks": s.checks,
                         "first_try_passes": s.first_try_passes,
                         "passes_after_backtrack": s.passes_after_backtrack,
                         "final_failures": s.final_failures,
                         "backtracks": s.backtracks,
                         "errors": s.errors,
-                        "pass_rate": 100 * s.pass_rate if s.checks else math.nan,
+                        "pass_rate": 100 * s.pass_rate if s.examples else math.nan,
                     }
                 )
         return pd.DataFrame(rows)
@@ -243,25 +289,34 @@ class AblationResult:
         return pd.DataFrame(rows)
 
     def headlines(self) -> list[str]:
-        """Sentences an instructor can read aloud: baseline -> with assertions, per constraint."""
-        base_key = next((k for k in (VANILLA, COMPILE) if k in self.settings), None)
-        best_key = next((k for k in (C_INFER_ASSERT, INFER_ASSERT, COMPILE_ASSERT) if k in self.settings), None)
-        if base_key is None or best_key is None:
-            return []
-        base, best = self.settings[base_key], self.settings[best_key]
-        bstats, astats = base.constraint_stats, best.constraint_stats
-        extra_calls = (best.lm_calls / best.n if best.n else 0) - (base.lm_calls / base.n if base.n else 0)
+        """Sentences an instructor can read aloud, comparing like with like.
+
+        Infer w/ Assert vs Vanilla (assertions at inference), Compile w/ Assert vs Compile
+        (assertions while compiling), C+Infer w/ Assert vs Compile w/ Assert (inference on top).
+        """
         lines = []
-        for c in self.constraints:
-            b, a = bstats.get(c.name), astats.get(c.name)
-            if not b or not a or not b.checks or not a.checks:
+        for base_key, key in HEADLINE_PAIRS:
+            if base_key not in self.settings or key not in self.settings:
                 continue
+            base, other = self.settings[base_key], self.settings[key]
+            bstats, astats = base.constraint_stats, other.constraint_stats
+            extra_calls = (other.lm_calls / other.n if other.n else 0) - (base.lm_calls / base.n if base.n else 0)
+            for name, _ in self.constraint_infos():
+                b, a = bstats.get(name), astats.get(name)
+                if not b or not a or not b.examples or not a.examples:
+                    continue
+                lines.append(
+                    f"{name}: {100 * b.pass_rate:.0f}% -> {100 * a.pass_rate:.0f}% "
+                    f"({base.label} -> {other.label}), {extra_calls:+.1f} LM calls per example"
+                )
             lines.append(
-                f"{c.name}: {100 * b.pass_rate:.0f}% -> {100 * a.pass_rate:.0f}% "
-                f"({base.label} -> {best.label}), {extra_calls:+.1f} LM calls per example"
+                f"{self.metric_name}: {100 * base.metric:.1f} -> {100 * other.metric:.1f} "
+                f"({base.label} -> {other.label})"
             )
-        lines.append(f"{self.metric_name}: {100 * base.metric:.1f} -> {100 * best.metric:.1f}")
         return lines
+
+
+HEADLINE_PAIRS = ((VANILLA, INFER_ASSERT), (COMPILE, COMPILE_ASSERT), (COMPILE_ASSERT, C_INFER_ASSERT))
 
 
 # ---------------------------------------------------------------- running
@@ -274,6 +329,24 @@ def _outputs(prediction: Any) -> dict[str, Any]:
         return {"output": prediction}
 
 
+@dataclass
+class Evaluation:
+    """What `evaluate_program` measured; costs are counted the same way in every setting."""
+
+    examples: list[ExampleResult]
+    lm_calls: int  # every LM request, cache hits and judge calls included
+    tokens: int
+    seconds: float
+    observe_lm_calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    stray_predictor_calls: int = 0
+
+    def __iter__(self) -> Iterator[Any]:  # (examples, lm_calls, tokens, seconds), as before
+        return iter((self.examples, self.lm_calls, self.tokens, self.seconds))
+
+
 def evaluate_program(
     program: dspy.Module,
     devset: Sequence[dspy.Example],
@@ -281,28 +354,38 @@ def evaluate_program(
     *,
     num_threads: int = 1,
     on_example: Callable[[int], None] | None = None,
-) -> tuple[list[ExampleResult], int, int, float]:
-    """Run an (activated) program over `devset` with dspy.Evaluate; every example is accounted for."""
+) -> Evaluation:
+    """Run an (activated) program over `devset` with dspy.Evaluate; every example is accounted for.
+
+    Each example's RunRecord is collected from the run itself (not from the prediction), so a
+    program returning a dict or a string still gets its constraints counted.
+    """
     lock = threading.Lock()
     done = [0]
     # Set when the evaluation is interrupted. dspy.Evaluate stops handing out examples on a SIGINT, but
     # an interrupt raised in a worker thread (from an LM client, a callback) leaves its queue running in
     # the background, still calling the LM after the cell has returned; queued examples now do nothing.
     stopped = threading.Event()
+    # The metric runs right after the program on the same worker thread: the record travels between them
+    # on the thread, then is filed under its example.
+    local = threading.local()
+    records: dict[int, RunRecord | None] = {}
+    errors: dict[int, str] = {}
+    outer = tuple(dspy.settings.get(COLLECTORS_KEY) or ())
 
     def probe(**inputs: Any) -> Any:
+        local.record, local.error = None, None
         if stopped.is_set():
-            prediction = dspy.Prediction()
-            object.__setattr__(prediction, "_lmassert_error", "not run: the evaluation was interrupted")
-            return prediction
+            local.error = "not run: the evaluation was interrupted"
+            return dspy.Prediction()
+        log = RunLog()
         try:
-            prediction = program(**inputs)
+            with dspy.context(**{COLLECTORS_KEY: (*outer, log)}):
+                prediction = program(**inputs)
         except (Exception, asyncio.CancelledError) as exc:  # an LM client cancelling its call is a failure too
             prediction = dspy.Prediction()
-            object.__setattr__(prediction, "_lmassert_error", f"{type(exc).__name__}: {exc}")
-            record = getattr(exc, "run_record", None)
-            if record is not None:
-                object.__setattr__(prediction, "_lmassert_record", record)
+            local.error = f"{type(exc).__name__}: {exc}"
+        local.record = log.records[-1] if log.records else None
         with lock:
             done[0] += 1
             n = done[0]
@@ -311,12 +394,16 @@ def evaluate_program(
         return prediction
 
     def scored(example: Any, prediction: Any, trace: Any = None) -> float:
-        if getattr(prediction, "_lmassert_error", None):
+        key = id(example)
+        records[key] = getattr(local, "record", None)
+        error = getattr(local, "error", None)
+        if error:
+            errors[key] = error
             return 0.0
         try:
             return float(metric(example, prediction))
         except Exception as exc:
-            object.__setattr__(prediction, "_lmassert_error", f"metric raised {type(exc).__name__}: {exc}")
+            errors[key] = f"metric raised {type(exc).__name__}: {exc}"
             return 0.0
 
     evaluator = dspy.Evaluate(
@@ -328,6 +415,7 @@ def evaluate_program(
         max_errors=len(devset) + 1,
         provide_traceback=False,
     )
+    stray_before = stray_predictor_calls()
     start = time.perf_counter()
     with tally_lm() as tally:
         try:
@@ -338,14 +426,20 @@ def evaluate_program(
     seconds = time.perf_counter() - start
     examples = []
     for i, (example, prediction, score) in enumerate(outcome.results):
-        error = getattr(prediction, "_lmassert_error", None)
-        record = run_record_of(prediction)
-        if record is None and error is None and not isinstance(prediction, dspy.Prediction):
+        key = id(example)
+        error = errors.get(key)
+        record = records.get(key)
+        if key not in records and error is None:
             error = "no prediction"
         examples.append(
             ExampleResult(i, dict(example.inputs()), _outputs(prediction), float(score or 0.0), record, error)
         )
-    return examples, tally.calls, tally.tokens, seconds
+    observe = sum(e.record.observe_lm_calls for e in examples if e.record is not None)
+    return Evaluation(
+        examples=examples, lm_calls=tally.calls - observe, tokens=tally.tokens, seconds=seconds,
+        observe_lm_calls=observe, cache_hits=tally.cache_hits, prompt_tokens=tally.prompt_tokens,
+        completion_tokens=tally.completion_tokens, stray_predictor_calls=stray_predictor_calls() - stray_before,
+    )
 
 
 def run_ablation(
@@ -363,8 +457,19 @@ def run_ablation(
     num_threads: int = 1,
     progress: Callable[[ProgressEvent], None] | None = None,
     quiet: bool = True,
+    keep_soft_failures: bool = False,
+    max_errors: int | None = None,
+    counterexamples: str = "retry",
+    budget: str = SHARED,
+    retry_temperature: float | None = DEFAULT_RETRY_TEMPERATURE,
+    seed: int = 0,
 ) -> AblationResult:
     """Run the chosen settings of the paper's ablation on `devset`.
+
+    Vanilla and Compile are assertion-free: every constraint, inline ones included, is observed on
+    the returned output for the tables but never enforced, and their compile teacher runs with
+    constraints off. `max_backtracks`, `budget`, `retry_temperature` and `seed` go to the asserted
+    runs; `keep_soft_failures`, `max_errors` and `counterexamples` to the compiles (see compile_program).
 
     KeyboardInterrupt stops the run but still returns the settings that finished
     (`result.interrupted` is True); the caller decides whether to re-raise. `quiet` hides
@@ -395,7 +500,8 @@ def run_ablation(
                 max_backtracks=max_backtracks, optimizer=optimizer, soft_penalty=soft_penalty,
                 num_threads=num_threads,
                 on_example=lambda n: notify(ProgressEvent(key, "compile", n, len(trainset))),
-                **opt_kwargs,
+                keep_soft_failures=keep_soft_failures, max_errors=max_errors, counterexamples=counterexamples,
+                seed=seed, **opt_kwargs,
             )
         compiled[cache_key] = outcome
         result.demos[cache_key] = outcome.demos
@@ -404,10 +510,11 @@ def run_ablation(
             result.compile_counterexamples = outcome.counterexamples
         return outcome, time.perf_counter() - start
 
+    run_config = {"budget": budget, "retry_temperature": retry_temperature, "seed": seed}
     try:
         with _quieted(quiet):
             _run_settings(keys, result, program, devset, metric, constraints, max_backtracks, num_threads, notify,
-                          compile_for)
+                          compile_for, run_config)
     except KeyboardInterrupt:
         result.interrupted = True
     return result
@@ -424,6 +531,7 @@ def _run_settings(
     num_threads: int,
     notify: Callable[[ProgressEvent], None],
     compile_for: Callable[[str, bool], tuple[CompileOutcome, float]],
+    run_config: dict[str, Any],
 ) -> None:
     for key in keys:
         setting = SettingResult(key)
@@ -432,14 +540,23 @@ def _run_settings(
         else:
             outcome, setting.compile_seconds = compile_for(key, key != COMPILE)
             setting.compile_lm_calls, setting.compile_tokens = outcome.lm_calls, outcome.tokens
+            setting.compile = CompileSummary(
+                outcome.n_examples, outcome.n_failed, list(outcome.failures), outcome.dropped_soft_failures,
+                outcome.counterexample_mode, outcome.keep_soft_failures,
+            )
             base = outcome.program
         mode = ENFORCE if key in (INFER_ASSERT, C_INFER_ASSERT) else OBSERVE
-        runnable = prepare_program(base, constraints, mode=mode, max_backtracks=max_backtracks)
+        runnable = prepare_program(base, constraints, mode=mode, max_backtracks=max_backtracks, **run_config)
         notify(ProgressEvent(key, "evaluate", 0, len(devset)))
-        setting.examples, setting.lm_calls, setting.tokens, setting.eval_seconds = evaluate_program(
+        evaluation = evaluate_program(
             runnable, devset, metric, num_threads=num_threads,
             on_example=lambda n, key=key: notify(ProgressEvent(key, "evaluate", n, len(devset))),
         )
+        setting.examples, setting.lm_calls, setting.tokens = evaluation.examples, evaluation.lm_calls, evaluation.tokens
+        setting.eval_seconds, setting.observe_lm_calls = evaluation.seconds, evaluation.observe_lm_calls
+        setting.cache_hits, setting.prompt_tokens = evaluation.cache_hits, evaluation.prompt_tokens
+        setting.completion_tokens = evaluation.completion_tokens
+        setting.stray_predictor_calls = evaluation.stray_predictor_calls
         result.settings[key] = setting
         if key not in result.programs:
             result.programs[key] = base
@@ -477,6 +594,9 @@ def format_exception(exc: BaseException) -> str:
 
 __all__ = [
     "AblationResult",
+    "CompileSummary",
+    "Evaluation",
+    "HEADLINE_PAIRS",
     "ExampleResult",
     "LABELS",
     "ProgressEvent",

@@ -57,7 +57,8 @@ logger = logging.getLogger("lmassert_magic")
 
 ENFORCE = "enforce"  # backtrack, then raise on hard failures
 OBSERVE = "observe"  # only record outcomes: no retries, nothing raised
-MODES = (ENFORCE, OBSERVE)
+OFF = "off"  # constraints neither checked nor enforced (an assertion-free teacher: no judge calls)
+MODES = (ENFORCE, OBSERVE, OFF)
 
 SHARED = "shared"  # DSPy 2.5: max_backtracks retries per run, shared by all constraints
 PER_CONSTRAINT = "per_constraint"  # each constraint, at each place, gets max_backtracks retries
@@ -287,13 +288,17 @@ class _Scope:
 
         plan = root.take_plan(key)
         root.count_call()
-        if plan is None:
-            prediction, trace_inputs = call(**kwargs), kwargs
-        else:
-            prediction, trace_inputs = root.retry(predictor, name, inputs, kwargs, plan, call)
+        try:
+            if plan is None:
+                prediction, trace_inputs = call(**kwargs), kwargs
+            else:
+                prediction, trace_inputs = root.retry(predictor, name, inputs, kwargs, plan, call)
+        except Exception:
+            root.count_failed_call()
+            raise
         self._ensure_current()
         record = _CallRecord(predictor, name, inputs, key, main_index=len(root.calls))
-        constraints = getattr(predictor, "_lmassert_constraints", ())
+        constraints = getattr(predictor, "_lmassert_constraints", ()) if root.config.mode != OFF else ()
         if constraints:
             attempt = plan.attempt if plan else 0
             prediction, trace_inputs = self._check_declared(record, kwargs, prediction, trace_inputs, constraints,
@@ -344,6 +349,8 @@ class _Scope:
     ) -> bool:
         root = self.root
         self._ensure_current()
+        if root.config.mode == OFF:
+            return passed
         occurrence = self.occurrence[name]
         self.occurrence[name] += 1
         check_key = (name, self._inline_place(occurrence))
@@ -424,6 +431,7 @@ class _RunState(_Scope):
         self.plans: dict[tuple, _RetryPlan] = {}
         self.pending: dict[tuple, list[Counterexample]] = {}
         self.uncached = 0
+        self.failed_calls = 0
         self.pass_id = 0
         self.calls: list[_CallRecord] = []
         self.replay: list[_CallRecord] = []
@@ -504,6 +512,10 @@ class _RunState(_Scope):
                 self.record.observe_lm_calls += 1
             else:
                 self.record.lm_calls += 1
+
+    def count_failed_call(self) -> None:
+        with self.lock:
+            self.failed_calls += 1
 
     def add_usage(self, entry: dict[str, Any]) -> None:
         prompt, completion, total = _usage_numbers(entry)
@@ -664,7 +676,7 @@ class _RunState(_Scope):
         for name, used in self.by_constraint.items():
             record.constraints.setdefault(name, ConstraintStats(name, False)).backtracks += used
         record.kinds = dict(self.kinds)
-        record.cache_hits = max(0, record.lm_calls + record.observe_lm_calls - self.uncached)
+        record.cache_hits = max(0, record.lm_calls + record.observe_lm_calls - self.uncached - self.failed_calls)
         if error is not None:
             record.error = f"{type(error).__name__}: {error}"
         return record
@@ -1204,17 +1216,24 @@ class LMTally(BaseCallback):
         self._lock = threading.Lock()
         self.calls = 0
         self.uncached = 0
+        self.failed = 0
         self.tokens = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
     @property
     def cache_hits(self) -> int:
-        return max(0, self.calls - self.uncached)
+        """Calls the cache answered: neither sent to the LM (usage reported) nor failed."""
+        return max(0, self.calls - self.uncached - self.failed)
 
     def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         with self._lock:
             self.calls += 1
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
+        if exception is not None:
+            with self._lock:
+                self.failed += 1
 
     def add_usage(self, entry: dict[str, Any]) -> None:
         prompt, completion, total = _usage_numbers(entry)
