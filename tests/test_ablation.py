@@ -85,6 +85,7 @@ def test_five_settings_against_hand_counts(scripted_lm, data):
     assert rates.loc["Infer w/ Assert", "backtracks"] == n
     # Compile: demos come from a teacher without assertions, so they carry hashtags
     assert rates.loc["Compile", "pass_rate"] == 0
+    assert result.demos[COMPILE]["self"]
     assert all("#" in d["tweet"] for d in result.demos[COMPILE]["self"])
     # Compile w/ Assert: demos are fixed traces that carry the feedback and the past output
     demos = result.demos[COMPILE_ASSERT]["self"]
@@ -235,11 +236,23 @@ def test_empty_devset_and_missing_trainset_are_errors():
 
 def test_summary_marks_unchecked_constraints_nan(scripted_lm, data):
     _, dev = data
-    scripted_lm(lambda m: {"tweet": "x"})
+
+    def down(messages):
+        raise ConnectionError("LM down")
+
+    scripted_lm(down)  # every example fails before its step returns: the constraint is never checked
     other = Constraint("never_checked", lambda tweet: True, target=Tweet)
     result = run_ablation(dspy.Predict(Tweet), [], dev[:2], metric, constraints=[other], settings="vanilla")
-    assert result.summary().loc["Vanilla", "never_checked"] == 100.0
-    assert math.isnan(result.summary().loc["Vanilla", "tokens/ex"]) is False
+    assert result.settings[VANILLA].n_failed == 2
+    assert math.isnan(result.summary().loc["Vanilla", "never_checked"])
+
+
+def test_summary_tokens_per_example_come_from_the_tally(scripted_lm, data):
+    _, dev = data
+    scripted_lm(lambda m: {"tweet": "x"})
+    result = run_ablation(dspy.Predict(Tweet), [], dev[:2], metric, constraints=[constraint()], settings="vanilla")
+    tokens = result.settings[VANILLA].tokens
+    assert tokens > 0 and result.summary().loc["Vanilla", "tokens/ex"] == tokens / 2
 
 
 def test_uncopyable_constraint_still_bootstraps_demos(scripted_lm, data):
