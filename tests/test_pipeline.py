@@ -257,3 +257,23 @@ def test_instantiate_module_copies_instances_and_reports_constructor_arguments()
         instantiate_module(NeedsArgs)
     with pytest.raises(PipelineError, match="not a dspy.Module"):
         instantiate_module(42)
+
+
+def test_an_activated_module_step_gets_only_the_arguments_its_forward_takes():
+    from lmassert_magic import Constraint, activate_assertions
+    class Answerer(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.answer = dspy.Predict(Answer)
+
+        def forward(self, question):
+            return self.answer(question=question)
+
+    short = Constraint("short", lambda answer: len(answer) < 50, "Shorter.", target=Answer)
+    step = activate_assertions(Answerer(), constraints=[short])
+    assert call_kwargs(step, {"question": "q", "context": ["c"]}) == {"question": "q"}
+    program = Pipeline([Step.call("answerer", step)])
+    with dspy.context(lm=DummyLM([{"answer": "yes"}])):
+        out = program(question="cats", context=["c"])
+    assert out.answer == "yes"
+    assert len(step._lmassert_config.log) == 1 and step._lmassert_config.log.records[0].constraints["short"].passed_final
