@@ -13,9 +13,8 @@ from collections.abc import Sequence
 __all__ = ["grounded_in_context", "names_and_numbers"]
 
 # Words that are capitalised because they start a sentence, not because they name something. Generic
-# English function words, interrogatives and a few common openers; not tuned to any dataset.
-COMMON_WORDS = frozenset(
-    """
+# English function words, pronouns, auxiliaries, interrogatives and interjections; not tuned to any dataset.
+_COMMON = """
     a an the this that these those there here it its it's i i'm i've i'd we we're you you're your he she
     they them their our my me his her who whom whose what which where when why how whoever
     is are was were be been being am do does did done has have had having can could will would shall
@@ -24,12 +23,11 @@ COMMON_WORDS = frozenset(
     under over up down out through all any each every some many much more most few both either neither
     one two three first next last just only also even still ever never always often now today tonight
     tomorrow yesterday
-    """.split()
-)
+"""
+COMMON_WORDS = frozenset(_COMMON.split())
 
 _TOKEN = re.compile(r"[A-Za-z][\w'’-]*|\d+(?:[.,]\d+)*|[.!?:;\n]|[\"“”‘(\[]")
 _SENTENCE_END = {".", "!", "?", ":", ";", "\n"}
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 def _clean(token: str) -> str:
@@ -43,9 +41,9 @@ def _clean(token: str) -> str:
 def names_and_numbers(text: str) -> tuple[list[str], list[str]]:
     """The capitalised names and the numbers a text asserts, as the proxy sees them.
 
-    A name is a run of adjacent capitalised words; a common word (see COMMON_WORDS) at the start of a
-    sentence is dropped from the front of its run ("Who directed" -> nothing, "The Violin Thief" at a
-    sentence start -> "Violin Thief"), and "I" is never a name.
+    A name is a run of adjacent capitalised words (possessive 's removed); a common word (COMMON_WORDS)
+    at the start of a sentence is dropped from the front of its run ("Who directed" -> nothing, "The
+    Violin Thief" at a sentence start -> "Violin Thief"), and "I" is never a name.
     """
     names: list[str] = []
     numbers: list[str] = []
@@ -91,7 +89,9 @@ def _haystack(context: Sequence[str] | str) -> str:
 
 
 def _contains(haystack: str, needle: str) -> bool:
-    pattern = r"(?<![\w])" + r"\s+".join(re.escape(w) for w in needle.lower().split()) + r"(?![\w])"
+    """Whole-word, case-insensitive; a possessive on either side still matches ("Ferro's" ~ "Ferro")."""
+    words = (re.escape(w) + r"(?:'s|')?" for w in needle.lower().split())
+    pattern = r"(?<![\w])" + r"\s+".join(words) + r"(?![\w])"
     return re.search(pattern, haystack) is not None
 
 
