@@ -186,6 +186,8 @@ class PairedDiff:
     ci_low: float
     ci_high: float
     n: int  # pairs kept
+    up: int  # examples where b > a
+    down: int  # examples where b < a
     dropped: int  # pairs with a missing value on either side
     distinguishable: bool
     binary: bool  # every kept value is 0/1: rates, shown in percent and percentage points
@@ -202,16 +204,19 @@ class PairedDiff:
         return not (self.ci_low > 0 or self.ci_high < 0)
 
 
-def _sign_test(d: np.ndarray) -> tuple[float, int]:
-    """(two-sided exact sign-test p, +1/-1/0 majority direction) over the nonzero differences.
+def _sign_test(up: int, down: int) -> float:
+    """Two-sided exact sign-test p over the examples that changed (`up` rose, `down` fell); 1.0 if none did.
 
-    On 0/1 data the nonzero differences are the examples that changed, and this is the exact McNemar test.
+    On 0/1 data the changed examples are the discordant pairs, and this is the exact McNemar test.
     """
-    up, down = int(np.sum(d > 0)), int(np.sum(d < 0))
     if up + down == 0:
-        return 1.0, 0
-    p = float(_sps.binomtest(up, up + down, 0.5).pvalue)
-    return min(1.0, p), (up > down) - (up < down)
+        return 1.0
+    return min(1.0, float(_sps.binomtest(up, up + down, 0.5).pvalue))
+
+
+def _majority_agrees(mean_d: float, up: int, down: int) -> bool:
+    """Whether most examples that changed moved the way the mean moved."""
+    return (mean_d > 0 and up > down) or (mean_d < 0 and down > up)
 
 
 def paired_difference(
@@ -246,14 +251,15 @@ def paired_difference(
     common = dict(confidence=confidence, name_a=name_a, name_b=name_b, dropped=dropped)
     if not kept:
         return PairedDiff(
-            NAN, NAN, NAN, NAN, NAN, 0, distinguishable=False, binary=False, sign_p=NAN, method="none", **common
+            NAN, NAN, NAN, NAN, NAN, 0, 0, 0, distinguishable=False, binary=False, sign_p=NAN, method="none", **common
         )
     xa = np.array([p[0] for p in kept])
     xb = np.array([p[1] for p in kept])
     d = xb - xa
     binary = bool(np.isin(xa, (0.0, 1.0)).all() and np.isin(xb, (0.0, 1.0)).all())
     mean_d = float(d.mean())
-    sign_p, direction = _sign_test(d)
+    up, down = int(np.sum(d > 0)), int(np.sum(d < 0))
+    sign_p = _sign_test(up, down)
     mcnemar_p = _mcnemar_p(xa, xb) if binary else None
 
     if np.all(d == d[0]):
@@ -267,8 +273,7 @@ def paired_difference(
         low, high, method = _bootstrap((xa, xb), diff_of_means, paired=True, confidence=confidence, seed=seed)
     excludes_zero = low > 0 or high < 0
     exact_p = mcnemar_p if mcnemar_p is not None else sign_p
-    same_way = direction == (mean_d > 0) - (mean_d < 0)
-    distinguishable = bool(excludes_zero and exact_p < 1 - confidence and same_way)
+    distinguishable = bool(excludes_zero and exact_p < 1 - confidence and _majority_agrees(mean_d, up, down))
     return PairedDiff(
         mean_a=float(xa.mean()),
         mean_b=float(xb.mean()),
@@ -276,6 +281,8 @@ def paired_difference(
         ci_low=low,
         ci_high=high,
         n=len(kept),
+        up=up,
+        down=down,
         distinguishable=distinguishable,
         binary=binary,
         sign_p=sign_p,
@@ -356,8 +363,8 @@ def describe_difference(label: str, diff: PairedDiff, unit: str = "points") -> s
     if not diff.holds_zero:
         test = "exact McNemar" if diff.mcnemar_p is not None else "exact sign test"
         p = diff.mcnemar_p if diff.mcnemar_p is not None else diff.sign_p
-        if p < 1 - diff.confidence:
-            reason = " (the mean moved one way, but most examples that changed moved the other)"
+        if not _majority_agrees(diff.diff, diff.up, diff.down):
+            reason = f" (the mean moved one way, but {diff.up} examples rose and {diff.down} fell)"
         else:
             reason = f" ({test} p = {p:.2g}: too few examples changed to rule out chance)"
     return f"{text}: not distinguishable from noise at this n{reason}."
