@@ -1007,10 +1007,12 @@ class Registry:
             return Outcome(entry=record)
 
 
-def activated_copy(program: dspy.Module, constraints: Sequence[Constraint], max_backtracks: int) -> dspy.Module:
-    """A deep copy of `program` with the constraints attached and backtracking on."""
+def activated_copy(
+    program: dspy.Module, constraints: Sequence[Constraint], max_backtracks: int, **config: Any
+) -> dspy.Module:
+    """A deep copy of `program` with the constraints attached and backtracking on (`config`: budget, seed...)."""
     copy = program.deepcopy()
-    return activate_assertions(copy, max_backtracks, constraints=list(constraints))
+    return activate_assertions(copy, max_backtracks, constraints=list(constraints), **config)
 
 
 # ---------------------------------------------------------------- snapshot helpers

@@ -212,7 +212,7 @@ def test_assert_defaults_soft_auto_name_and_rerun_replaces(tweet, capsys):
     ip = tweet
     cell = '%%assert GenerateTweet\nlen(tweet) <= 280\n"Keep it under 280 characters."\n'
     ip.run_cell(cell)
-    assert "Added soft constraint GenerateTweet_1 on GenerateTweet (default backtracks, 120s per check)" in \
+    assert "Added soft constraint GenerateTweet_1 on GenerateTweet (shared backtracks, 120s per check)" in \
         capsys.readouterr().out
     ip.run_cell(cell)
     assert list(get_registry().constraints) == ["GenerateTweet_1"]
@@ -631,3 +631,35 @@ def test_property_a_failing_cell_leaves_registry_and_namespace_unchanged(ip, cel
                 assert _public_ns(ip) == ns_before
             else:
                 assert get_registry().snapshot_json() != before
+
+
+def test_compile_options_reach_the_engine_and_the_bound_program(tweet):
+    ip = tweet
+    ip.run_cell(NO_HASHTAGS)
+    with dspy.context(lm=scripted_lm()):
+        ip.run_cell('%%compile tweeter --train trainset --dev devset --metric quality -o rep --settings '
+                    'infer_assert,compile_assert --budget per_constraint --seed 7 --retry-temperature 0.4 '
+                    '--keep-soft-failures --max-errors 3 --counterexamples prompt\nretrieve >> GenerateTweet\n')
+    result = _result(ip)
+    assert result.settings["compile_assert"].compile.counterexample_mode == "prompt"
+    assert result.settings["compile_assert"].compile.keep_soft_failures is True
+    config = ip.user_ns["tweeter"]._lmassert_config
+    assert (config.budget, config.seed, config.retry_temperature) == ("per_constraint", 7, 0.4)
+    options = dict(get_registry().programs["tweeter"].options)
+    assert options["max_errors"] == 3 and options["counterexamples"] == "prompt"
+
+
+@pytest.mark.parametrize(
+    "flags, pattern",
+    [
+        ("--max-errors 0", r"--max-errors must be 1 or more"),
+        ("--retry-temperature 3", r"--retry-temperature must be between 0 and 2"),
+        ("--budget lots", r"argument --budget: invalid choice"),
+    ],
+)
+def test_bad_compile_options_name_the_option(tweet, flags, pattern):
+    ip = tweet
+    with pytest.raises(UsageError, match=pattern):
+        ip.run_cell(f"%%compile tweeter --train trainset --dev devset --metric quality {flags}\n"
+                    "retrieve >> GenerateTweet\n")
+    assert "tweeter" not in get_registry().programs

@@ -118,13 +118,18 @@ def complete_compile(shell: Any, event: Any) -> list[str]:
     if prev == "--settings":
         head = current.rpartition(",")[0]
         return [f"{head},{s}" if head else s for s in SETTINGS]
-    if prev in ("-o", "--output", "--backtracks", "-b", "--threads"):
+    if prev == "--budget":
+        return ["shared", "per_constraint"]
+    if prev == "--counterexamples":
+        return ["retry", "prompt"]
+    if prev in ("-o", "--output", "--backtracks", "-b", "--threads", "--seed", "--max-errors", "--retry-temperature"):
         return []
     flags = {"--train", "--dev", "--metric", "--optimizer", "--settings", "--backtracks", "-b", "--threads", "-o",
-             "--output"}
+             "--output", "--budget", "--seed", "--max-errors", "--retry-temperature", "--counterexamples"}
     if _positionals(words, flags) == 0 and not current.startswith("-"):
         return sorted(get_registry().programs)
-    return ["--train", "--dev", "--metric", "--optimizer", "--settings", "--backtracks", "--threads", "-o"]
+    return ["--train", "--dev", "--metric", "--optimizer", "--settings", "--backtracks", "--budget", "--seed",
+            "--retry-temperature", "--keep-soft-failures", "--max-errors", "--counterexamples", "--threads", "-o"]
 
 
 def complete_lmassert(shell: Any, event: Any) -> list[str]:

@@ -46,7 +46,8 @@ class AssertionMagics(RegistryMagics):
                                                   "(the default)")
     @argument("--hard", action="store_true", help="an Assert: after the backtracks, stop the program with an error")
     @argument("--backtracks", "-b", type=int, default=None,
-              help="retries for this constraint (default: the --backtracks of %%%%compile, 2)")
+              help="caps the retries this constraint may take of a call's shared budget "
+                   "(%%%%compile --backtracks, default 2)")
     @argument("--timeout", type=float, default=None,
               help="seconds one check may take; 0 = no limit (default: AssertionMagics.check_timeout, 120)")
     def assert_magic(self, line: str, cell: str) -> None:
@@ -121,7 +122,7 @@ class AssertionMagics(RegistryMagics):
         verb = "Redefined" if existed else "Added"
         if existed and not outcome.changed:
             verb = "Re-ran (unchanged)"
-        budget = "default backtracks" if args.backtracks is None else f"{args.backtracks} backtrack(s)"
+        budget = "shared backtracks" if args.backtracks is None else f"at most {args.backtracks} backtrack(s)"
         limit = "no time limit" if timeout is None else f"{timeout:g}s per check"
         print(f"{verb} {spec.kind} constraint {name} on {target} ({budget}, {limit})")
         for note in outcome.notes:

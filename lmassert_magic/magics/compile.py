@@ -25,7 +25,8 @@ from ..engine.ablation import (
     normalize_settings,
     run_ablation,
 )
-from ..engine.compile import OPTIMIZERS
+from ..engine.compile import COUNTEREXAMPLE_MODES, OPTIMIZERS
+from ..engine.runtime import BUDGETS, DEFAULT_RETRY_TEMPERATURE, SHARED
 from ..registry import PipelinePlan, PipelineSpec, activated_copy
 from .parsing import (
     RegistryMagics,
@@ -61,7 +62,9 @@ def ensure_lm() -> Any:
     return _ensure()
 
 
-def choose_program(result: AblationResult, plan: PipelinePlan, max_backtracks: int) -> dspy.Module | None:
+def choose_program(
+    result: AblationResult, plan: PipelinePlan, max_backtracks: int, **config: Any
+) -> dspy.Module | None:
     """The program bound to NAME: the most compiled one available, activated when the run used assertions.
 
     Compiled with assertions (compile_assert / c_infer_assert) -> that program, activated: the
@@ -71,14 +74,14 @@ def choose_program(result: AblationResult, plan: PipelinePlan, max_backtracks: i
     programs = result.programs
     ran = set(result.settings)
     if COMPILE_ASSERT in programs:
-        return activated_copy(programs[COMPILE_ASSERT], plan.constraints, max_backtracks)
+        return activated_copy(programs[COMPILE_ASSERT], plan.constraints, max_backtracks, **config)
     base = programs.get(COMPILE)
     if base is None:
         if not ran:
             return None
         base = plan.program
     if INFER_ASSERT in ran or C_INFER_ASSERT in ran:
-        return activated_copy(base, plan.constraints, max_backtracks)
+        return activated_copy(base, plan.constraints, max_backtracks, **config)
     return base.deepcopy()
 
 
@@ -117,7 +120,21 @@ class CompileMagics(RegistryMagics):
               help="bootstrap (BootstrapFewShot) or random_search (BootstrapFewShotWithRandomSearch)")
     @argument("--settings", default=None,
               help=f"comma list of settings to run (default: all): {','.join(SETTINGS)}")
-    @argument("--backtracks", "-b", type=int, default=2, help="backtracks per failing constraint (default 2)")
+    @argument("--backtracks", "-b", type=int, default=2,
+              help="retries per program call, shared by all its constraints as in DSPy 2.5 (default 2)")
+    @argument("--budget", choices=BUDGETS, default=SHARED,
+              help="shared (default, DSPy 2.5: --backtracks per call) or per_constraint (--backtracks for each "
+                   "constraint at each place)")
+    @argument("--seed", type=int, default=0, help="run seed: retries sample from rollouts derived from it (default 0)")
+    @argument("--retry-temperature", type=float, default=DEFAULT_RETRY_TEMPERATURE,
+              help=f"temperature of a retry when the LM's is 0 (default {DEFAULT_RETRY_TEMPERATURE})")
+    @argument("--keep-soft-failures", action="store_true",
+              help="keep traces that still fail a soft constraint as demos (DSPy 2.5 did; default: drop them)")
+    @argument("--max-errors", type=int, default=None,
+              help="stop a compile once this many training examples fail (default: never)")
+    @argument("--counterexamples", choices=COUNTEREXAMPLE_MODES, default="retry",
+              help="where counterexample demos show their feedback: retry (retry prompts only, as in DSPy 2.5) "
+                   "or prompt (also in the normal prompt's instructions)")
     @argument("--threads", type=int, default=1, help="parallel examples (default 1)")
     @argument("-o", "--output", default=None, help="notebook variable to store the report in")
     def compile_magic(self, line: str, cell: str) -> None:
@@ -155,6 +172,10 @@ class CompileMagics(RegistryMagics):
             fail("--backtracks must be 0 or more", 1)
         if args.threads < 1:
             fail("--threads must be 1 or more", 1)
+        if args.max_errors is not None and args.max_errors < 1:
+            fail("--max-errors must be 1 or more", 1)
+        if not 0 <= args.retry_temperature <= 2:
+            fail(f"--retry-temperature must be between 0 and 2, got {args.retry_temperature}", 1)
         try:
             settings = normalize_settings(args.settings)
         except ValueError as exc:
@@ -195,6 +216,9 @@ class CompileMagics(RegistryMagics):
                 plan.program, trainset, devset, metric,
                 constraints=plan.constraints, settings=settings, max_backtracks=args.backtracks,
                 optimizer=args.optimizer, num_threads=args.threads, progress=progress,
+                budget=args.budget, seed=args.seed, retry_temperature=args.retry_temperature,
+                keep_soft_failures=args.keep_soft_failures, max_errors=args.max_errors,
+                counterexamples=args.counterexamples,
             )
         examples = [e for s in result.settings.values() for e in s.examples]
         if examples and all(not e.ok for e in examples):
@@ -207,12 +231,15 @@ class CompileMagics(RegistryMagics):
             raise CompileFailed(f"every example failed in every setting; the first error: {errors[0]}")
 
         # an interrupted run binds nothing, so its record holds no program either (export would write one)
-        program = None if result.interrupted else choose_program(result, plan, args.backtracks)
+        run_config = {"budget": args.budget, "seed": args.seed, "retry_temperature": args.retry_temperature}
+        program = None if result.interrupted else choose_program(result, plan, args.backtracks, **run_config)
         report = CompileReport(result) if CompileReport is not None else None
         options = {
             "train": args.train, "dev": args.dev, "metric": args.metric, "optimizer": args.optimizer,
             "settings": list(settings), "backtracks": args.backtracks, "threads": args.threads,
-            "output": args.output,
+            "output": args.output, "budget": args.budget, "seed": args.seed,
+            "retry_temperature": args.retry_temperature, "keep_soft_failures": args.keep_soft_failures,
+            "max_errors": args.max_errors, "counterexamples": args.counterexamples,
         }
         with user_errors():
             self.registry.record_compile(plan, result=result, program=program, options=options, report=report,
