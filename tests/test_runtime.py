@@ -828,6 +828,7 @@ def test_retry_sampling_is_derived_from_the_seed_and_differs_per_attempt(scripte
             dspy.Predict(Tweet), max_backtracks=2, constraints=[hashtag_constraint()], seed=seed
         )
         program(question=question)
+        assert all(e["kwargs"].get("seed") == e["kwargs"].get("rollout_id") for e in lm.history[1:])
         return [entry["kwargs"].get("rollout_id") for entry in lm.history]
 
     first = rollouts(0)

@@ -627,7 +627,9 @@ class _RunState(_Scope):
         config = dict(kwargs.pop("config", None) or {})
         lm = kwargs.get("lm") or predictor.lm or dspy.settings.lm
         temperature = config.get("temperature", getattr(lm, "kwargs", {}).get("temperature"))
-        config["rollout_id"] = rollout_id(self.config.seed, name, inputs, plan.attempt)
+        rollout = rollout_id(self.config.seed, name, inputs, plan.attempt)
+        config["rollout_id"] = rollout  # a distinct cache entry per retry...
+        config.setdefault("seed", rollout)  # ...sampled the same way in every run (DSPy drops it where unsupported)
         if (not temperature or temperature <= 0) and self.config.retry_temperature is not None:
             config["temperature"] = self.config.retry_temperature
         call_kwargs = {**kwargs, **extra}
