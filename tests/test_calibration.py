@@ -197,6 +197,10 @@ def test_grounded_in_context_basics():
     assert not grounded_in_context("The Violin Thief was directed by Agata Pell.", ctx)
     assert not grounded_in_context("Nadia Ferro directed it in 1981.", ctx)
     assert not grounded_in_context("Nadia Ferro directed it in 197.", ctx)
+    # a possessive in the context: the tweet's "Tanner's" must still match it
+    book = ["The Tanner's Daughter is a 1950 novel by Teodor Brun."]
+    assert grounded_in_context('"The Tanner\'s Daughter" was written by Teodor Brun.', book)
+    assert not grounded_in_context('"The Tanner\'s Daughter" was written by Agata Pell.', book)
     # documented limit: a wrong relation between grounded names passes
     assert grounded_in_context("Nadia Ferro wrote The Violin Thief.", ctx)
     assert names_and_numbers("Did you know? The Violin Thief is great. I agree.") == (["Violin Thief"], [])

@@ -48,6 +48,7 @@ _LIVELY = (
 )
 _FLAT = ("The answer is {a}.", "Answer: {a}.", "It is {a}.")
 
+
 @functools.cache
 def _pool() -> tuple[dict[str, Any], ...]:
     """TweetGen's train + dev rows with their contexts (retrieval runs once per process)."""
