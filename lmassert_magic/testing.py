@@ -45,10 +45,11 @@ class ScriptedLM(DummyLM):
     """`respond(messages) -> dict of output fields`; prompts are kept in `.prompts`.
 
     `latency` sleeps per call (thread-scaling benchmarks); usage is reported as word counts
-    so token tallies are testable.
+    so token tallies are testable. `cache=True` lets DSPy's cache answer repeated prompts, as it
+    does for real LMs (DSPy's DummyLM never caches).
     """
 
-    def __init__(self, respond: Respond, latency: float = 0.0) -> None:
+    def __init__(self, respond: Respond, latency: float = 0.0, cache: bool = False) -> None:
         super().__init__({})
         self.respond = respond
         self.latency = latency
@@ -56,6 +57,7 @@ class ScriptedLM(DummyLM):
         self._lock = threading.Lock()
         self._engine_spec = _ScriptedEngine(self)
         self._async_engine_spec = AsyncDummyEngine(self._engine_spec)
+        self._cache_responses = cache
 
     @staticmethod
     def last_message(messages: list[dict[str, Any]]) -> str:

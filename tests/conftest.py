@@ -58,12 +58,12 @@ from lmassert_magic.testing import ScriptedLM  # noqa: E402
 
 @pytest.fixture
 def scripted_lm():
-    """Factory: `scripted_lm(respond, latency=0)` -> a ScriptedLM configured as dspy's LM for the test."""
+    """Factory: `scripted_lm(respond, latency=0, cache=False)` -> a ScriptedLM configured as dspy's LM for the test."""
     made: list[ScriptedLM] = []
     stack = []
 
-    def make(respond, latency: float = 0.0):
-        lm = ScriptedLM(respond, latency)
+    def make(respond, latency: float = 0.0, cache: bool = False):
+        lm = ScriptedLM(respond, latency, cache)
         ctx = dspy.context(lm=lm)
         ctx.__enter__()
         stack.append(ctx)

@@ -30,6 +30,7 @@ from .runtime import (
     stray_predictor_calls,
     tally_lm,
 )
+from .stats import PairedDiff, Rate, describe_difference, mean_interval, paired_difference, proportion_interval, rate_of
 
 VANILLA = "vanilla"
 INFER_ASSERT = "infer_assert"
@@ -37,6 +38,7 @@ COMPILE = "compile"
 COMPILE_ASSERT = "compile_assert"
 C_INFER_ASSERT = "c_infer_assert"
 SETTINGS = (VANILLA, INFER_ASSERT, COMPILE, COMPILE_ASSERT, C_INFER_ASSERT)
+ALL_CONSTRAINTS = "all constraints"  # the measure: an example passes when its output satisfies every constraint
 LABELS = {
     VANILLA: "Vanilla",
     INFER_ASSERT: "Infer w/ Assert",
@@ -161,6 +163,30 @@ class SettingResult:
     def counterexamples(self) -> list[Counterexample]:
         return [c for e in self.examples if e.record for c in e.record.counterexamples]
 
+    def verdicts(self, name: str) -> list[bool | None]:
+        """Per example (in dev-set order): whether the returned output satisfies `name`; None if unchecked."""
+        if name == ALL_CONSTRAINTS:
+            return [_all_passed(e) for e in self.examples]
+        return [e.record.passed(name) if e.record is not None else None for e in self.examples]
+
+    def rate(self, name: str, confidence: float = 0.95) -> Rate:
+        """The share of checked examples satisfying `name` (or every constraint), with its Wilson interval."""
+        verdicts = [v for v in self.verdicts(name) if v is not None]
+        return rate_of(sum(verdicts), len(verdicts), confidence)
+
+    def scores(self) -> list[float]:
+        return [e.score for e in self.examples]
+
+    def metric_interval(self, seed: int = 0, confidence: float = 0.95) -> tuple[float, float]:
+        """Wilson for 0/1 scores, a seeded bootstrap of the mean otherwise (0..1 scale)."""
+        scores = self.scores()
+        if all(x in (0.0, 1.0) for x in scores):
+            return proportion_interval(int(sum(scores)), len(scores), confidence)
+        return mean_interval(scores, confidence, seed)
+
+    def per_example(self, total: float) -> float:
+        return total / self.n if self.n else math.nan
+
     @property
     def seconds(self) -> float:
         return self.eval_seconds + self.compile_seconds
@@ -178,6 +204,9 @@ class AblationResult:
     metric_name: str = "metric"
     interrupted: bool = False
     requested: tuple[str, ...] = SETTINGS
+    seed: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+    calibrations: dict[str, Any] = field(default_factory=dict)  # constraint name -> CalibrationResult
 
     # -- tables --------------------------------------------------------------------------
     def constraint_infos(self) -> list[tuple[str, bool]]:
@@ -192,48 +221,105 @@ class AblationResult:
                     infos.append((name, s.hard))
         return infos
 
+    def measures(self) -> list[str]:
+        """Constraint names, then "all constraints" when there is more than one."""
+        names = [name for name, _ in self.constraint_infos()]
+        return names + [ALL_CONSTRAINTS] if len(names) > 1 else names
+
     def summary(self) -> pd.DataFrame:
-        """One row per setting: metric, per-constraint pass rates (% of examples), costs per example, time."""
+        """One row per setting: the metric and each pass rate (% of examples) with 95% intervals, and costs.
+
+        Each measure `m` has columns `m`, `m ci_low`, `m ci_high`; `n` is the number of dev examples.
+        Costs are per example and counted the same way in every setting: `lm_calls/ex` are the
+        program's LM requests (cache hits included), `observe_calls/ex` judge calls spent only on
+        measuring, tokens include the requests the cache answered. Seconds depend on the cache.
+        """
         rows = []
         for res in self.settings.values():
-            row: dict[str, Any] = {"setting": res.label, "examples": res.n, "failed": res.n_failed}
+            row: dict[str, Any] = {"setting": res.label, "n": res.n, "failed": res.n_failed}
+            low, high = res.metric_interval(self.seed)
             row[self.metric_name] = 100 * res.metric
-            stats = res.constraint_stats
-            for name, _ in self.constraint_infos():
-                s = stats.get(name)
-                row[name] = 100 * s.pass_rate if s and s.examples else math.nan
-            row["lm_calls/ex"] = res.lm_calls / res.n if res.n else math.nan
-            row["observe_calls/ex"] = res.observe_lm_calls / res.n if res.n else math.nan
-            row["tokens/ex"] = res.tokens / res.n if res.n else math.nan
+            row[f"{self.metric_name} ci_low"], row[f"{self.metric_name} ci_high"] = 100 * low, 100 * high
+            for name in self.measures():
+                rate = res.rate(name)
+                row[name] = 100 * rate.rate
+                row[f"{name} ci_low"], row[f"{name} ci_high"] = 100 * rate.ci_low, 100 * rate.ci_high
+            row["lm_calls/ex"] = res.per_example(res.lm_calls)
+            row["cache_hits/ex"] = res.per_example(res.cache_hits)
+            row["observe_calls/ex"] = res.per_example(res.observe_lm_calls)
+            row["tokens/ex"] = res.per_example(res.tokens)
+            row["prompt_tokens/ex"] = res.per_example(res.prompt_tokens)
+            row["completion_tokens/ex"] = res.per_example(res.completion_tokens)
             row["seconds"] = res.seconds
             rows.append(row)
         return pd.DataFrame(rows).set_index("setting") if rows else pd.DataFrame()
 
     def pass_rates(self) -> pd.DataFrame:
-        """Long form: setting x constraint; the rate is per example, raw check counts beside it."""
+        """Long form: setting x constraint (and "all constraints"); the rate is the share of examples whose
+        returned output satisfies it, with n and a 95% Wilson interval; raw check counts beside it."""
         rows = []
+        infos = dict(self.constraint_infos())
         for res in self.settings.values():
             stats = res.constraint_stats
-            for name, hard in self.constraint_infos():
-                s = stats.get(name) or ConstraintStats(name, hard)
+            for name in self.measures():
+                rate = res.rate(name)
+                s = stats.get(name) or ConstraintStats(name, infos.get(name, False))
+                kind = "all" if name == ALL_CONSTRAINTS else ("hard" if infos.get(name) else "soft")
                 rows.append(
                     {
                         "setting": res.label,
                         "constraint": name,
-                        "kind": "hard" if hard else "soft",
-                        "examples": s.examples,
+                        "kind": kind,
+                        "n": rate.n,
+                        "passed": rate.successes,
+                        "pass_rate": 100 * rate.rate,
+                        "ci_low": 100 * rate.ci_low,
+                        "ci_high": 100 * rate.ci_high,
                         "passed_first": s.passed_first,
-                        "passed": s.passed_final,
+                        "examples": s.examples,
                         "checks": s.checks,
                         "first_try_passes": s.first_try_passes,
                         "passes_after_backtrack": s.passes_after_backtrack,
                         "final_failures": s.final_failures,
                         "backtracks": s.backtracks,
                         "errors": s.errors,
-                        "pass_rate": 100 * s.pass_rate if s.examples else math.nan,
                     }
                 )
         return pd.DataFrame(rows)
+
+    def comparisons(self) -> pd.DataFrame:
+        """Each like-with-like pair of settings, per measure, paired by example (see HEADLINE_PAIRS).
+
+        `diff` and its interval are in percentage points (metric: in points of 100 x its scale);
+        `distinguishable` is False when the difference cannot be told from noise at this n.
+        """
+        rows = []
+        for base_key, key in HEADLINE_PAIRS:
+            if base_key not in self.settings or key not in self.settings:
+                continue
+            for measure, diff in self._pair_diffs(base_key, key):
+                rows.append({
+                    "base": diff.name_a, "setting": diff.name_b, "measure": measure, "n": diff.n,
+                    "base_rate": 100 * diff.mean_a, "rate": 100 * diff.mean_b, "diff": 100 * diff.diff,
+                    "ci_low": 100 * diff.ci_low, "ci_high": 100 * diff.ci_high, "up": diff.up, "down": diff.down,
+                    "dropped": diff.dropped, "p_value": diff.mcnemar_p if diff.mcnemar_p is not None else diff.sign_p,
+                    "distinguishable": diff.distinguishable,
+                })
+        cols = ["base", "setting", "measure", "n", "base_rate", "rate", "diff", "ci_low", "ci_high", "up", "down",
+                "dropped", "p_value", "distinguishable"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def _pair_diffs(self, base_key: str, key: str) -> list[tuple[str, PairedDiff]]:
+        base, other = self.settings[base_key], self.settings[key]
+        out = []
+        for name in self.measures():
+            a = [None if v is None else float(v) for v in base.verdicts(name)]
+            b = [None if v is None else float(v) for v in other.verdicts(name)]
+            if any(v is not None for v in a) and any(v is not None for v in b):
+                out.append((name, paired_difference(a, b, seed=self.seed, name_a=base.label, name_b=other.label)))
+        out.append((self.metric_name, paired_difference(
+            base.scores(), other.scores(), seed=self.seed, name_a=base.label, name_b=other.label)))
+        return out
 
     def demos_frame(self) -> pd.DataFrame:
         rows = []
@@ -289,34 +375,42 @@ class AblationResult:
         return pd.DataFrame(rows)
 
     def headlines(self) -> list[str]:
-        """Sentences an instructor can read aloud, comparing like with like.
+        """Sentences an instructor can read aloud, generated from this run's numbers, like with like.
 
         Infer w/ Assert vs Vanilla (assertions at inference), Compile w/ Assert vs Compile
         (assertions while compiling), C+Infer w/ Assert vs Compile w/ Assert (inference on top).
+        Each carries n and a 95% interval on the paired difference; one whose interval holds 0 says
+        in words that it cannot be told from noise. The metric line comes first in each pair, so a
+        quality loss is as visible as a constraint gain; then the extra LM calls it cost.
         """
         lines = []
         for base_key, key in HEADLINE_PAIRS:
             if base_key not in self.settings or key not in self.settings:
                 continue
+            diffs = self._pair_diffs(base_key, key)
+            metric_diff = diffs[-1][1]
+            lines.append(describe_difference(self.metric_name, metric_diff))
+            lines.extend(describe_difference(name, diff) for name, diff in diffs[:-1])
             base, other = self.settings[base_key], self.settings[key]
-            bstats, astats = base.constraint_stats, other.constraint_stats
-            extra_calls = (other.lm_calls / other.n if other.n else 0) - (base.lm_calls / base.n if base.n else 0)
-            for name, _ in self.constraint_infos():
-                b, a = bstats.get(name), astats.get(name)
-                if not b or not a or not b.examples or not a.examples:
-                    continue
-                lines.append(
-                    f"{name}: {100 * b.pass_rate:.0f}% -> {100 * a.pass_rate:.0f}% "
-                    f"({base.label} -> {other.label}), {extra_calls:+.1f} LM calls per example"
-                )
+            extra = other.per_example(other.lm_calls) - base.per_example(base.lm_calls)
             lines.append(
-                f"{self.metric_name}: {100 * base.metric:.1f} -> {100 * other.metric:.1f} "
-                f"({base.label} -> {other.label})"
+                f"cost: {other.label} made {other.per_example(other.lm_calls):.2f} LM calls per example against "
+                f"{base.per_example(base.lm_calls):.2f} for {base.label} ({extra:+.2f})."
             )
         return lines
 
 
 HEADLINE_PAIRS = ((VANILLA, INFER_ASSERT), (COMPILE, COMPILE_ASSERT), (COMPILE_ASSERT, C_INFER_ASSERT))
+
+
+def _all_passed(example: ExampleResult) -> bool | None:
+    """Whether an example's returned output satisfies every constraint checked on it; a run that
+    raised (e.g. a hard failure) satisfies none; None when nothing was checked."""
+    record = example.record
+    verdict = record.all_passed if record is not None else None
+    if verdict is None:
+        return None
+    return verdict and example.error is None
 
 
 # ---------------------------------------------------------------- running
@@ -483,7 +577,10 @@ def run_ablation(
     if needs_compile and not trainset:
         raise ValueError("compiling settings need a non-empty train set")
     result = AblationResult(
-        constraints=constraints, metric_name=getattr(metric, "__name__", "metric"), requested=keys
+        constraints=constraints, metric_name=getattr(metric, "__name__", "metric"), requested=keys, seed=seed,
+        config={"max_backtracks": max_backtracks, "budget": budget, "retry_temperature": retry_temperature,
+                "optimizer": optimizer, "counterexamples": counterexamples, "keep_soft_failures": keep_soft_failures,
+                "num_threads": num_threads},
     )
     notify = progress or (lambda event: None)
     compiled: dict[str, CompileOutcome] = {}
@@ -593,6 +690,7 @@ def format_exception(exc: BaseException) -> str:
 
 
 __all__ = [
+    "ALL_CONSTRAINTS",
     "AblationResult",
     "CompileSummary",
     "Evaluation",

@@ -196,12 +196,18 @@ def _drop_trace_entry(predictor: Any, prediction: Any) -> None:
 class _TokenSink(UsageTracker):
     """Adds each uncached call's usage to `add` and forwards the entry to any tracker the caller had.
 
-    Shared, not copied, when DSPy hands trackers to worker threads: the tally must stay one.
+    `add_cached_usage` receives the usage a cached response carried (see `_UsageRecallingCache`),
+    so token counts do not depend on whether an earlier setting warmed the cache. Shared, not
+    copied, when DSPy hands trackers to worker threads: the tally must stay one.
     """
 
-    def __init__(self, add: Callable[[dict[str, Any]], None], parent: UsageTracker | None) -> None:
+    def __init__(
+        self, add: Callable[[dict[str, Any]], None], parent: UsageTracker | None,
+        add_cached: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         super().__init__()
         self._add = add
+        self._add_cached = add_cached
         self._parent = parent
 
     def add_usage(self, lm: str, usage_entry: dict[str, Any]) -> None:
@@ -209,8 +215,44 @@ class _TokenSink(UsageTracker):
         if self._parent is not None:
             self._parent.add_usage(lm, usage_entry)
 
+    def add_cached_usage(self, usage_entry: dict[str, Any]) -> None:
+        if self._add_cached is not None:
+            self._add_cached(usage_entry)
+        forward = getattr(self._parent, "add_cached_usage", None)
+        if forward is not None:
+            forward(usage_entry)
+
     def __deepcopy__(self, memo: dict) -> _TokenSink:
         return self
+
+
+class _UsageRecallingCache:
+    """DSPy's cache, unchanged, except that a hit tells the active usage tracker the tokens it saved.
+
+    DSPy reports no usage for a cached response, so a setting that runs after another one (and hits
+    its cache) would look cheaper in tokens. Installed around `dspy.cache` while runs and tallies are
+    active; every other attribute goes to the real cache.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        record = self._inner.get(*args, **kwargs)
+        if record is not None:
+            recall = getattr(dspy.settings.usage_tracker, "add_cached_usage", None)
+            if recall is not None:
+                usage = record.get("usage") if isinstance(record, dict) else getattr(record, "usage", None)
+                recall(dict(usage or {}))
+        return record
+
+
+def _recall_cached_usage() -> None:
+    if not isinstance(dspy.cache, _UsageRecallingCache):
+        dspy.cache = _UsageRecallingCache(dspy.cache)
 
 
 def _usage_numbers(entry: dict[str, Any]) -> tuple[int, int, int]:
@@ -517,13 +559,17 @@ class _RunState(_Scope):
         with self.lock:
             self.failed_calls += 1
 
-    def add_usage(self, entry: dict[str, Any]) -> None:
+    def add_usage(self, entry: dict[str, Any], cached: bool = False) -> None:
         prompt, completion, total = _usage_numbers(entry)
         with self.lock:
-            self.uncached += 1
+            if not cached:
+                self.uncached += 1
             self.record.prompt_tokens += prompt
             self.record.completion_tokens += completion
             self.record.tokens += total
+
+    def add_cached_usage(self, entry: dict[str, Any]) -> None:
+        self.add_usage(entry, cached=True)
 
     def take_plan(self, key: tuple) -> _RetryPlan | None:
         with self.lock:
@@ -1011,7 +1057,8 @@ def run_asserted(fn: Callable[[], Any], config: RunConfig) -> Any:
         _active_runs += 1
     error: BaseException | None = None
     try:
-        usage = _TokenSink(state.add_usage, dspy.settings.get("usage_tracker"))
+        _recall_cached_usage()
+        usage = _TokenSink(state.add_usage, dspy.settings.get("usage_tracker"), state.add_cached_usage)
         with dspy.context(usage_tracker=usage, **{RUN_STATE_KEY: state}):
             result = state.run(fn)
         _attach_record(result, state.record)
@@ -1237,13 +1284,17 @@ class LMTally(BaseCallback):
             with self._lock:
                 self.failed += 1
 
-    def add_usage(self, entry: dict[str, Any]) -> None:
+    def add_usage(self, entry: dict[str, Any], cached: bool = False) -> None:
         prompt, completion, total = _usage_numbers(entry)
         with self._lock:
-            self.uncached += 1
+            if not cached:
+                self.uncached += 1
             self.tokens += total
             self.prompt_tokens += prompt
             self.completion_tokens += completion
+
+    def add_cached_usage(self, entry: dict[str, Any]) -> None:
+        self.add_usage(entry, cached=True)
 
 
 @contextlib.contextmanager
@@ -1251,6 +1302,7 @@ def tally_lm() -> Iterator[LMTally]:
     """`with tally_lm() as t: ...` counts every LM call and token inside, in any thread DSPy spawns."""
     tally = LMTally()
     callbacks = [*list(dspy.settings.get("callbacks") or []), tally]
-    usage = _TokenSink(tally.add_usage, dspy.settings.get("usage_tracker"))
+    _recall_cached_usage()
+    usage = _TokenSink(tally.add_usage, dspy.settings.get("usage_tracker"), tally.add_cached_usage)
     with dspy.context(callbacks=callbacks, usage_tracker=usage):
         yield tally
