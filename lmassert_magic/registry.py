@@ -581,10 +581,13 @@ class _State:
     programs: dict[str, CompileRecord] = field(default_factory=dict)
     revision: int = 0
     versions: int = 0
+    # constraint name -> (the constraint version it measured, CalibrationResult); a measurement, not a
+    # definition: it is not in the snapshot, and a redefined constraint simply no longer matches it
+    calibrations: dict[str, tuple[int, Any]] = field(default_factory=dict)
 
     def copy(self) -> _State:
         return _State(dict(self.signatures), dict(self.constraints), dict(self.programs), self.revision,
-                      self.versions)
+                      self.versions, dict(self.calibrations))
 
     def kind_of(self, name: str) -> str | None:
         if name in self.signatures:
@@ -661,6 +664,23 @@ class Registry:
         if kind is not None:
             return sorted(groups[kind])
         return sorted(n for g in groups.values() for n in g)
+
+    def calibration_of(self, name: str) -> Any:
+        """The judge calibration measured for constraint `name` as it is defined now, or None."""
+        entry = self._state.constraints.get(name)
+        stored = self._state.calibrations.get(name)
+        if entry is None or stored is None or stored[0] != entry.version:
+            return None
+        return stored[1]
+
+    def record_calibration(self, name: str, result: Any) -> None:
+        """Keep `result` (a CalibrationResult) for the current definition of constraint `name`."""
+        with self.transaction() as tx:
+            entry = tx.state.constraints.get(name)
+            if entry is None:
+                raise RegistryError(f"no constraint named {name!r}", 1)
+            tx.state.calibrations[name] = (entry.version, result)
+            tx.changed = True
 
     def constraints_on(self, signature: str) -> list[ConstraintEntry]:
         """The constraints %%compile attaches wherever `signature` is used."""

@@ -663,3 +663,77 @@ def test_bad_compile_options_name_the_option(tweet, flags, pattern):
         ip.run_cell(f"%%compile tweeter --train trainset --dev devset --metric quality {flags}\n"
                     "retrieve >> GenerateTweet\n")
     assert "tweeter" not in get_registry().programs
+
+
+# ---------------------------------------------------------------- %lmassert calibrate
+
+
+JUDGE_CELL = '''%%assert GenerateTweet --name judged
+lm_judge("Is this tweet engaging?", tweet=tweet)
+"Make it engaging."
+'''
+
+
+def judge_lm(yes_when):
+    """A scripted judge LM: answers yes when `yes_when(tweet)` holds for the judged text."""
+    from lmassert_magic.testing import ScriptedLM
+
+    def respond(messages):
+        text = messages[-1]["content"]
+        tweet = re.search(r"tweet: (.*)", text).group(1)
+        return {"answer": bool(yes_when(tweet))}
+
+    return ScriptedLM(respond)
+
+
+def test_calibrate_measures_a_judge_against_labels_and_compile_shows_it(tweet, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LMASSERT_CACHE_DIR", str(tmp_path))
+    ip = tweet
+    ip.run_cell(JUDGE_CELL)
+    # 10 labelled items; the judge says yes to anything with "!" and 3 of the 5 positives have one
+    items = [({"tweet": f"fun tweet {i}!" if i < 3 else f"fun tweet {i}"}, True) for i in range(5)]
+    items += [({"tweet": f"dull tweet {i}"}, False) for i in range(5)]
+    ip.user_ns["labels"] = items
+    with dspy.context(lm=judge_lm(lambda t: "!" in t)):
+        ip.run_cell("%lmassert calibrate judged --labels labels")
+    out = capsys.readouterr().out
+    result = get_registry().calibration_of("judged")
+    assert result.n == 10 and result.agreement.successes == 8
+    assert "judged" in out and "80%" in out and "10 labelled items" in out
+    # a compile carries it to the report
+    with dspy.context(lm=DummyLM({"engaging": {"answer": True}, "remove hashtag": {"tweet": "clean tweet"},
+                                  "question": {"tweet": "#bad tweet"}})):
+        ip.run_cell(COMPILE.replace("-o rep", "-o rep --settings vanilla"))
+    assert _result(ip).calibrations["judged"].agreement.successes == 8
+
+
+def test_calibration_is_dropped_when_the_constraint_changes(tweet, tmp_path, monkeypatch):
+    monkeypatch.setenv("LMASSERT_CACHE_DIR", str(tmp_path))
+    ip = tweet
+    ip.run_cell(JUDGE_CELL)
+    ip.user_ns["labels"] = [({"tweet": "a!"}, True), ({"tweet": "b"}, False)]
+    with dspy.context(lm=judge_lm(lambda t: "!" in t)):
+        ip.run_cell("%lmassert calibrate judged --labels labels")
+    assert get_registry().calibration_of("judged") is not None
+    ip.run_cell(JUDGE_CELL.replace("Make it engaging.", "Make it livelier."))
+    assert get_registry().calibration_of("judged") is None
+
+
+@pytest.mark.parametrize(
+    "line, pattern",
+    [
+        ("%lmassert calibrate judged", r"--labels"),
+        ("%lmassert calibrate nope --labels labels", r"no constraint named 'nope'"),
+        ("%lmassert calibrate judged --labels missing", r"missing"),
+        ("%lmassert calibrate judged --labels bad", r"labelled item 0"),
+    ],
+)
+def test_calibrate_errors_name_what_is_wrong_and_change_nothing(tweet, line, pattern):
+    ip = tweet
+    ip.run_cell(JUDGE_CELL)
+    ip.user_ns["labels"] = [({"tweet": "a"}, True)]
+    ip.user_ns["bad"] = ["not a pair"]
+    before = get_registry().snapshot_json()
+    with pytest.raises(UsageError, match=pattern):
+        ip.run_cell(line)
+    assert get_registry().snapshot_json() == before and get_registry().calibration_of("judged") is None

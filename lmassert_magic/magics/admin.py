@@ -1,18 +1,22 @@
-"""`%lmassert list | show NAME | remove NAME | reset | export NAME PATH`: look after the registry.
+"""`%lmassert list | show | remove | reset | export | calibrate`: look after the registry.
 
 Nothing in the line is expanded (`{x}` / `$x` stay as written).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+import dspy
 from IPython.core.magic import line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
+from ..engine.calibration import calibrate_judge
 from ..export import export_program
 from ..registry import CompileRecord, ConstraintEntry, SignatureEntry
+from .compile import ensure_lm
 from .parsing import RegistryMagics, fail, parse_line, user_errors
 
 USAGE = {
@@ -21,8 +25,9 @@ USAGE = {
     "remove": "%lmassert remove NAME",
     "reset": "%lmassert reset",
     "export": "%lmassert export NAME PATH",
+    "calibrate": "%lmassert calibrate NAME --labels VAR [--refresh]",
 }
-ARITY = {"list": 0, "show": 1, "remove": 1, "reset": 0, "export": 2}
+ARITY = {"list": 0, "show": 1, "remove": 1, "reset": 0, "export": 2, "calibrate": 1}
 
 
 def _signature_line(entry: SignatureEntry) -> str:
@@ -56,8 +61,12 @@ class AdminMagics(RegistryMagics):
     @line_magic("lmassert")
     @no_var_expand
     @magic_arguments(name="lmassert")
-    @argument("command", nargs="?", default="list", help="list | show NAME | remove NAME | reset | export NAME PATH")
+    @argument("command", nargs="?", default="list",
+              help="list | show NAME | remove NAME | reset | export NAME PATH | calibrate NAME --labels VAR")
     @argument("args", nargs="*", help="NAME, or NAME PATH for export")
+    @argument("--labels", default=None,
+              help="calibrate: notebook variable holding labelled items, (fields dict, True/False) pairs")
+    @argument("--refresh", action="store_true", help="calibrate: measure again even if a cached result exists")
     def lmassert(self, line: str) -> None:
         """Look after what %%signature, %%assert and %%compile registered.
 
@@ -69,16 +78,27 @@ class AdminMagics(RegistryMagics):
         %lmassert export NAME PATH     write NAME.json (DSPy save) and NAME.py (rebuilds the program
                                        with dspy and lmassert_magic only) to the directory PATH, or to
                                        PATH itself if it ends in .py
+        %lmassert calibrate NAME --labels VAR
+                                       run constraint NAME (an LM judge) on labelled items and measure its
+                                       agreement with the labels (with a 95% interval) and Cohen's kappa;
+                                       %%compile reports show it next to NAME's pass rate. Cached on disk
+                                       per model, cell text and items ($LMASSERT_CACHE_DIR); --refresh
+                                       measures again
 
         Nothing in the line is expanded: `{x}` and `$x` stay as written (@no_var_expand).
         """
         args = parse_line(self.lmassert, line)
         command = args.command
         if command not in ARITY:
-            fail(f"unknown command {command!r} (list, show, remove, reset, export)", 1, name=command,
+            fail(f"unknown command {command!r} (list, show, remove, reset, export, calibrate)", 1, name=command,
                  candidates=ARITY)
         if len(args.args) != ARITY[command]:
             fail(f"usage: {USAGE[command]}", 1)
+        if command == "calibrate":
+            self._cmd_calibrate(args.args[0], args.labels, args.refresh)
+            return
+        if args.labels is not None or args.refresh:
+            fail(f"--labels and --refresh belong to calibrate; usage: {USAGE[command]}", 1)
         getattr(self, f"_cmd_{command}")(*args.args)
 
     # -- commands ----------------------------------------------------------------------------
@@ -166,6 +186,28 @@ class AdminMagics(RegistryMagics):
         print(f"Exported {name}: {result.py_path} and {result.json_path}")
         for note in result.notes:
             print(f"Note: {note}")
+
+    def _cmd_calibrate(self, name: str, labels: str | None, refresh: bool) -> None:
+        reg = self.registry
+        if name not in reg.constraints:
+            fail(f"no constraint named {name!r}", 1, name=name, candidates=reg.constraints)
+        if labels is None:
+            fail(f"calibrate needs --labels VAR; usage: {USAGE['calibrate']}", 1)
+        items = self.lookup(labels, "--labels", predicate=lambda v: isinstance(v, (list, tuple)))
+        entry = reg.constraints[name]
+        lm = ensure_lm()
+        model = str(getattr(lm, "model", "") or "")
+        with user_errors():
+            try:
+                context = dspy.context(lm=lm) if lm is not None else contextlib.nullcontext()
+                with context:
+                    result = calibrate_judge(entry.constraint, list(items), name=name, model=model,
+                                             prompt=entry.spec.source, refresh=refresh)
+            except (TypeError, ValueError) as exc:
+                fail(f"--labels {labels}: {exc}", 1)
+            reg.record_calibration(name, result)
+        cached = " (cached)" if result.from_cache else ""
+        print(result.describe() + cached)
 
     def _bound_objects(self, names: list[str]) -> dict[str, Any]:
         """What the extension bound in the notebook for these names (signature classes, programs)."""

@@ -220,6 +220,9 @@ class CompileMagics(RegistryMagics):
                 keep_soft_failures=args.keep_soft_failures, max_errors=args.max_errors,
                 counterexamples=args.counterexamples,
             )
+        result.calibrations = {
+            c.name: cal for c in plan.constraints if (cal := self.registry.calibration_of(c.name)) is not None
+        }
         examples = [e for s in result.settings.values() for e in s.examples]
         if examples and all(not e.ok for e in examples):
             errors = [_redact(e.error or "") for e in examples]  # an LM's error may quote the API key
