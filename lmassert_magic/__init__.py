@@ -20,9 +20,11 @@ from .engine import (
     activate_assertions,
     assert_transform_module,
     backtrack_handler,
+    carry_run,
     deactivate_assertions,
     lm_judge,
 )
+from .engine.calibration import calibrate_judge
 
 __version__ = "0.1.0"
 
@@ -39,6 +41,8 @@ __all__ = [
     "activate_assertions",
     "assert_transform_module",
     "backtrack_handler",
+    "calibrate_judge",
+    "carry_run",
     "deactivate_assertions",
     "lm_judge",
     "load_ipython_extension",

@@ -501,3 +501,24 @@ def test_the_seed_is_kept_with_the_result(scripted_lm, data):
     result = run_ablation(dspy.Predict(Tweet), [], dev[:2], metric, constraints=[constraint()],
                           settings="vanilla", seed=11)
     assert result.seed == 11
+
+
+def test_quality_changes_name_the_constraints_whose_retries_changed_answers(scripted_lm, data):
+    _, dev = data
+
+    def respond(messages):
+        last = messages[-1]["content"]
+        q = re.search(r"## question ## \]\]\n(\S+)", last).group(1)
+        if FIX in last:  # the fix removes the hashtag and, for d0-d2, the answer with it
+            return {"tweet": "a clean tweet" if q in ("d0", "d1", "d2") else f"answer-{q}"}
+        return {"tweet": f"answer-{q} #wow"}
+
+    scripted_lm(respond)
+    result = run_ablation(dspy.Predict(Tweet), [], dev[:5], metric, constraints=[constraint()],
+                          settings="vanilla,infer_assert")
+    changes = result.quality_changes(VANILLA, INFER_ASSERT)
+    assert list(changes["index"]) == [0, 1, 2]
+    assert all(r == ["no_hashtags"] for r in changes["retried_for"])
+    note = result.explain_quality(VANILLA, INFER_ASSERT)
+    assert note.startswith("metric fell on 3 of 5 examples and rose on 0 from Vanilla to Infer w/ Assert")
+    assert "no_hashtags (3)" in note

@@ -321,6 +321,41 @@ class AblationResult:
             base.scores(), other.scores(), seed=self.seed, name_a=base.label, name_b=other.label)))
         return out
 
+    def quality_changes(self, base_key: str, key: str) -> pd.DataFrame:
+        """Examples whose metric differs between two settings, with the constraints whose retries
+        touched them in `key`: where a quality loss under assertions comes from."""
+        base, other = self.settings[base_key], self.settings[key]
+        rows = []
+        for b, e in zip(base.examples, other.examples):
+            if b.score == e.score:
+                continue
+            retried = sorted({c.constraint for c in (e.record.counterexamples if e.record else [])})
+            rows.append({"index": e.index, "base_score": b.score, "score": e.score, "retried_for": retried,
+                         "base_outputs": b.outputs, "outputs": e.outputs, "error": e.error})
+        cols = ["index", "base_score", "score", "retried_for", "base_outputs", "outputs", "error"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def explain_quality(self, base_key: str, key: str) -> str:
+        """A sentence, generated from the examples, on where the metric moved between two settings and
+        which constraints' retries were involved."""
+        base, other = self.settings[base_key], self.settings[key]
+        changes = self.quality_changes(base_key, key)
+        fell = changes[changes.score < changes.base_score]
+        rose = changes[changes.score > changes.base_score]
+        text = (f"{self.metric_name} fell on {len(fell)} of {other.n} examples and rose on {len(rose)} "
+                f"from {base.label} to {other.label}")
+        if len(fell):
+            counts: dict[str, int] = {}
+            for names in fell.retried_for:
+                for name in names:
+                    counts[name] = counts.get(name, 0) + 1
+            if counts:
+                listed = ", ".join(f"{n} ({k})" for n, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+                text += f"; the examples that fell were retried for {listed}"
+            else:
+                text += "; none of the examples that fell was retried (their change came from demos or sampling)"
+        return text + "."
+
     def demos_frame(self) -> pd.DataFrame:
         rows = []
         for key, per_predictor in self.demos.items():
