@@ -82,9 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             execute(nb, args.out, timeout=args.timeout, small=args.small, inplace=args.inplace)
         except Exception as exc:  # report every notebook, then fail
             failed += 1
-            print(f"{nb.name}: FAILED: {type(exc).__name__}: {str(exc)[:2000]}", file=sys.stderr)
+            print(f"{nb.name}: FAILED: {type(exc).__name__}: {_tail(str(exc))}", file=sys.stderr)
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _tail(text: str, limit: int = 4000) -> str:
+    """The end of a cell error: nbclient puts the cell's source first and the traceback last."""
+    return text if len(text) <= limit else "..." + text[-limit:]

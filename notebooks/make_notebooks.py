@@ -3,9 +3,9 @@
     python notebooks/make_notebooks.py          # rewrite sources (drops outputs)
     lmassert-notebook --inplace notebooks/0*.ipynb   # full run on the embedded model, outputs kept
 
-Keeping the sources here makes the four notebooks consistent and reviewable as Python. The
-"How this compares with the paper" cells hold a placeholder (e.g. TWEETGEN_HONESTY) that is
-replaced by hand with the measured numbers after a full run; regenerating drops that text.
+Keeping the sources here makes the four notebooks consistent and reviewable as Python. Every
+sentence about results is printed by a code cell from the run's own numbers (`report.result`):
+nothing is typed by hand, so a re-run can never disagree with its text.
 """
 
 from __future__ import annotations
@@ -44,9 +44,15 @@ def nb(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
 
 READ_REPORT = """## Reading the report
 
-* **Pass rates**: one row per setting, one column per constraint: the share of checks whose *final*
-  output passed. Hard constraints have solid bars, soft ones dashed. `lm_calls/ex` is what the
-  backtracking costs.
+* **Pass rates**: one row per setting, one column per constraint: the share of *examples* whose
+  returned output satisfies it, with the number of examples `n` and a 95% interval (Wilson).
+  "all constraints" is the share of examples that satisfy every one. Hard constraints have solid
+  bars, soft ones dashed; the whiskers are the intervals. `lm_calls/ex` is what the backtracking
+  costs (cache hits included, so every setting is counted the same way).
+* **Comparisons**: each setting against the one it should be compared with (Infer w/ Assert vs
+  Vanilla, Compile w/ Assert vs Compile, C+Infer w/ Assert vs Compile w/ Assert), paired example by
+  example, with an interval on the difference. A difference whose interval holds 0 is noise at this
+  number of examples, and the report says so.
 * **Demos**: what compilation put in the prompt of each predictor. Demos marked as coming from a
   counterexample carry the `feedback` and the failed `past_*` output: the student sees what a fix
   looks like.
@@ -57,12 +63,28 @@ READ_REPORT = """## Reading the report
 The report object is also a set of pandas tables: `report.summary()`, `report.pass_rates()`,
 `report.counterexamples()`."""
 
-HONESTY = """## How this compares with the paper
+HONESTY = """## How this compares with the paper, and where assertions lose
 
-*(Numbers from the full run stored in this notebook; re-running gives the same numbers while the
-LM cache is warm.)*
+Every sentence below is printed from this run's numbers (`report.result`), with n and a 95%
+interval; none is typed by hand. A run with the same seed, data and model gives the same tables."""
 
-{text}"""
+FINDINGS = '''import dspy
+
+result = report.result
+n = max(s.n for s in result.settings.values())
+print(f"{n} dev examples, seed {result.seed}, model {dspy.settings.lm.model}")
+print()
+print("\\n".join(result.headlines()))
+print()
+comparisons = result.comparisons()
+lost = comparisons[comparisons["diff"] < 0]
+if lost.empty:
+    print("No measure fell under assertions in this run.")
+for row in lost.to_dict("records"):
+    verdict = "a real loss at this n" if row["distinguishable"] else "not distinguishable from noise at this n"
+    print(f"Loses: {row['measure']}: {row['base']} {row['base_rate']:.0f}% -> {row['setting']} {row['rate']:.0f}% "
+          f"({row['diff']:+.0f} points, 95% CI {row['ci_low']:+.0f} to {row['ci_high']:+.0f}, n={row['n']}): "
+          f"{verdict}.")'''
 
 # ---------------------------------------------------------------------------------------- 01 TweetGen
 
@@ -126,10 +148,12 @@ pipeline continue; **hard** ones (`--hard`, `Assert`) stop the example with an e
 run out. Use hard only for what must never pass through (a tweet over 280 characters cannot be
 posted); use soft for quality.
 
-The last two are judged by the LM itself with `lm_judge`, which asks a yes/no question."""),
+Two are judged by the LM itself with `lm_judge`, which asks a yes/no question. Each feedback
+message asks for a revision that *keeps the answer*: a fix that drops the answer trades a
+constraint for quality."""),
     ("code", '''%%assert GenerateTweet --name no_hashtags
 not re.search(r"#\\w+", tweet)
-"Please revise the tweet to remove hashtag phrases."'''),
+f"Remove the hashtag phrases but keep the answer ({answer}) in the tweet."'''),
     ("code", '''%%assert GenerateTweet --name under_280 --hard
 len(tweet) <= 280
 f"The tweet is {len(tweet)} characters long; keep it under 280 characters."'''),
@@ -138,10 +162,38 @@ answer_in_text(answer, tweet)
 f"The tweet must state the answer: {answer}."'''),
     ("code", '''%%assert GenerateTweet --name engaging
 lm_judge("Is this tweet engaging?", tweet=tweet)
-"Make the tweet more engaging: a lively first sentence, no hashtags."'''),
+f"Make the tweet more engaging (a lively first sentence, no hashtags) and keep the answer ({answer})."'''),
     ("code", '''%%assert GenerateTweet --name faithful
 lm_judge("Is every claim in the tweet supported by the context?", context=context, tweet=tweet)
-"Only say what the context supports."'''),
+f"Only say what the context supports, and keep the answer ({answer})."'''),
+    ("md", """### Is the judge any good? Measure it
+
+An LM judge is a measuring instrument, so we measure it first: run it on labelled tweets whose
+right answer is known by construction and count how often it agrees. *faithful* items state the
+example's gold answer (yes) or another example's answer (no); *engaging* items are written lively
+(yes) or flat (no) on purpose. `%lmassert calibrate` reports the agreement with its interval and
+Cohen's kappa (0 = chance), caches it on disk per model and cell, and the report shows it next to
+the judge's pass rate."""),
+    ("code", '''from lmassert_magic.datasets.labelled import engaging_labelled, faithful_labelled
+
+n_labels = 8 if SMALL else 40
+faithful_labels = faithful_labelled(n_labels)
+engaging_labels = engaging_labelled(n_labels)
+faithful_labels[0], faithful_labels[-1]'''),
+    ("code", '''%lmassert calibrate faithful --labels faithful_labels
+%lmassert calibrate engaging --labels engaging_labels'''),
+    ("md", """On this 135M-parameter model both judges sit near chance (the lines above say so when they
+do): their pass rates below measure the judge's habits more than the tweets. So, next to the LM
+judge, an **offline check** that works here: a tweet is *grounded* when every name and number in
+it appears in the context. It is a labelled proxy for *faithful* (it cannot see a wrong relation
+between right names), and we can measure it the same way."""),
+    ("code", '''from lmassert_magic.engine.calibration import calibrate_judge
+from lmassert_magic.engine.proxies import grounded_in_context
+
+print(calibrate_judge(grounded_in_context, faithful_labels, name="grounded_in_context").describe())'''),
+    ("code", '''%%assert GenerateTweet --name grounded
+grounded_in_context(tweet, context)
+f"Only name people, places and numbers that appear in the context, and keep the answer ({answer})."'''),
     ("md", """## Metric
 
 The task metric is separate from the constraints: here a tweet is *good* when it contains the gold
@@ -156,11 +208,18 @@ and runs the five settings of the paper: **Vanilla** (no constraints), **Infer w
 (backtracking at inference), **Compile** (few-shot bootstrapping), **Compile w/ Assert** (the
 teacher backtracks, so demos satisfy the constraints and include fixed counterexamples) and
 **C+Infer w/ Assert** (both). `tweeter` becomes the compiled program with assertions on."""),
-    ("code", '''%%compile tweeter --train trainset --dev devset --metric quality -o report
+    ("code", '''%%compile tweeter --train trainset --dev devset --metric quality -o report --seed 0
 retrieve >> GenerateAnswer >> GenerateTweet'''),
     ("md", READ_REPORT),
-    ("code", '''report.pass_rates()[["setting", "constraint", "kind", "checks", "first_try_passes",
-                     "passes_after_backtrack", "final_failures", "pass_rate"]]'''),
+    ("code", '''report.pass_rates()[["setting", "constraint", "kind", "n", "passed", "pass_rate", "ci_low", "ci_high",
+                     "checks", "backtracks"]].round(1)'''),
+    ("md", """## Quality under assertions
+
+Constraint gains are only half of the story: does the *task metric* hold? The sentence below says,
+from this run's examples, where quality moved between Vanilla and Infer w/ Assert and which
+constraints' retries touched the examples that lost it."""),
+    ("code", '''print(report.result.explain_quality("vanilla", "infer_assert"))
+report.result.quality_changes("vanilla", "infer_assert")[["index", "base_score", "score", "retried_for", "outputs"]]'''),
     ("md", "The compiled program is a plain DSPy module with assertions active; call it like any other:"),
     ("code", '''prediction = tweeter(question=devset[0].question)
 prediction.tweet'''),
@@ -168,7 +227,11 @@ prediction.tweet'''),
         paper='{"engaging": [32.2, 36.4, 2.0, 73.0, 85.0], "quality": [30.5, 30.6, 32.8, 42.9, 45.0]}',
         cols='["engaging", "quality"]',
     )),
-    ("md", HONESTY.format(text="TWEETGEN_HONESTY")),
+    ("md", HONESTY),
+    ("code", FINDINGS),
+    ("md", """At 6 examples most differences are noise: the sentences above say which. For numbers that
+can tell settings apart, set `N = 40` in the first cell (the whole dev set; about half an hour on
+a 2-core laptop), or run `%%compile` on your own larger data."""),
     ("md", """## Exercise
 
 1. Add a constraint that the tweet is **under 120 characters** (soft), with feedback that says how
@@ -271,7 +334,8 @@ print(prediction.queries, "->", prediction.answer)'''),
         cols='["short_query", "new_query", "answer_exact_match"]',
     ).replace('ours[["short_query", "new_query", "answer_exact_match"]]',
               'ours[["short_query", "new_query", "answer_exact_match"]]')),
-    ("md", HONESTY.format(text="MULTIHOP_HONESTY")),
+    ("md", HONESTY),
+    ("code", FINDINGS),
     ("md", """## Exercise
 
 Add a constraint on `GenerateAnswer` that the answer is **at most 5 words** (soft), recompile, and
@@ -369,7 +433,8 @@ prediction.paragraph'''),
         paper='{"citation faithful": [78.8, 90.8, 79.6, 81.2, 91.8]}',
         cols='["citations", "faithful", "answer_correct"]',
     )),
-    ("md", HONESTY.format(text="LONGFORM_HONESTY")),
+    ("md", HONESTY),
+    ("code", FINDINGS),
     ("md", """## Exercise
 
 Write a constraint that the paragraph cites **at least two different passages** (soft), with
@@ -448,7 +513,8 @@ prediction.choices'''),
         paper='{"validity": [30.5, 70.5, 81.7, 80.5, 87.2]}',
         cols='["valid_json", "answer_included", "plausible", "validity"]',
     )),
-    ("md", HONESTY.format(text="QUIZGEN_HONESTY")),
+    ("md", HONESTY),
+    ("code", FINDINGS),
     ("md", """## Exercise
 
 Make `valid_json` a **hard** constraint and recompile. Which settings now report failed examples,
