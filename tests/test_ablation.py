@@ -522,3 +522,23 @@ def test_quality_changes_name_the_constraints_whose_retries_changed_answers(scri
     note = result.explain_quality(VANILLA, INFER_ASSERT)
     assert note.startswith("metric fell on 3 of 5 examples and rose on 0 from Vanilla to Infer w/ Assert")
     assert "no_hashtags (3)" in note
+
+
+def test_a_record_the_result_cannot_carry_is_a_counted_warning(scripted_lm, data):
+    _, dev = data
+    scripted_lm(lambda m: {"tweet": "x"})
+
+    class ReturnsText(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.gen = dspy.Predict(Tweet)
+
+        def forward(self, question):
+            return self.gen(question=question).tweet
+
+    result = run_ablation(ReturnsText(), [], dev[:3], lambda e, p, t=None: 1.0, constraints=[constraint()],
+                          settings="vanilla")
+    warnings = result.settings[VANILLA].warnings
+    assert len(warnings) == 1 and next(iter(warnings.values())) == 3
+    assert "cannot carry its record" in next(iter(warnings))
+    assert result.settings[VANILLA].constraint_stats["no_hashtags"].examples == 3  # still counted

@@ -163,6 +163,15 @@ class SettingResult:
     def counterexamples(self) -> list[Counterexample]:
         return [c for e in self.examples if e.record for c in e.record.counterexamples]
 
+    @property
+    def warnings(self) -> dict[str, int]:
+        """Bookkeeping problems of this setting's runs (e.g. a record a result could not carry), counted."""
+        counts: dict[str, int] = {}
+        for e in self.examples:
+            for message in e.record.warnings if e.record is not None else ():
+                counts[message] = counts.get(message, 0) + 1
+        return counts
+
     def verdicts(self, name: str) -> list[bool | None]:
         """Per example (in dev-set order): whether the returned output satisfies `name`; None if unchecked."""
         if name == ALL_CONSTRAINTS:

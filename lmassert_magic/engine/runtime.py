@@ -181,16 +181,20 @@ def _sendable(value: Any) -> Any:
     return value
 
 
-def _drop_trace_entry(predictor: Any, prediction: Any) -> None:
-    """Remove a rejected attempt from the bootstrap trace (found by identity: threads share the list)."""
+def _drop_trace_entry(predictor: Any, prediction: Any) -> bool:
+    """Remove a rejected attempt from the bootstrap trace (found by identity: threads share the list).
+
+    False when a trace is being recorded but the attempt is not in it (it would then become a demo).
+    """
     trace = dspy.settings.trace
-    if not trace:
-        return
+    if trace is None:
+        return True
     for i in range(len(trace) - 1, -1, -1):
         entry = trace[i]
         if entry[0] is predictor and entry[2] is prediction:
             del trace[i]
-            return
+            return True
+    return False
 
 
 class _TokenSink(UsageTracker):
@@ -379,7 +383,8 @@ class _Scope:
                 root.add_counterexample(constraint.name, constraint.hard, (constraint.name, key), record, outputs,
                                         message)
             attempt += 1
-            _drop_trace_entry(predictor, prediction)  # the trace keeps only the accepted attempt of a step
+            if not _drop_trace_entry(predictor, prediction):  # the trace keeps only the accepted attempt
+                root.warn(f"a rejected attempt of {record.name} was not found in the trace to remove")
             root.count_call()
             prediction, trace_inputs = root.retry(predictor, record.name, record.inputs, dict(kwargs),
                                                   _RetryPlan(feedback, outputs, attempt), call)
@@ -554,6 +559,11 @@ class _RunState(_Scope):
                 self.record.observe_lm_calls += 1
             else:
                 self.record.lm_calls += 1
+
+    def warn(self, message: str) -> None:
+        with self.lock:
+            self.record.warnings.append(message)
+        logger.warning(message)
 
     def count_failed_call(self) -> None:
         with self.lock:
