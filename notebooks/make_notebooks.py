@@ -318,7 +318,7 @@ len(query) <= 100
 is_new_query(query, earlier_queries)
 f"Query should be distinct from: {'; '.join(earlier_queries)}"'''),
     ("md", "The metric is the paper's *answer correct* (normalised match, the answer may sit inside a longer reply)."),
-    ("code", '''%%compile multihop --train trainset --dev devset --metric answer_exact_match -o report
+    ("code", '''%%compile multihop --train trainset --dev devset --metric answer_exact_match -o report --seed 0
 MultiHopQA'''),
     ("md", READ_REPORT),
     ("code", '''def retrieval_hit(example, pred):
@@ -424,7 +424,7 @@ citations_faithful(paragraph, context)
 "Make sure every sentence is supported by the passage it cites."'''),
     ("code", '''def answer_correct(example, pred, trace=None):
     return answer_in_text(example.answer, pred.paragraph or "")'''),
-    ("code", '''%%compile cited_qa --train trainset --dev devset --metric answer_correct -o report
+    ("code", '''%%compile cited_qa --train trainset --dev devset --metric answer_correct -o report --seed 0
 retrieve >> number_passages >> GenerateCitedParagraph'''),
     ("md", READ_REPORT),
     ("code", '''prediction = cited_qa(question=devset[0].question)
@@ -504,7 +504,7 @@ every distractor of the same type as the answer (e.g. all towns), using the worl
         return False
     same_kind = {v.lower() for v in study.answer_values.get(example.answer_type, [])}
     return all(option.strip().lower() in same_kind for option in parsed.values())'''),
-    ("code", '''%%compile quiz --train trainset --dev devset --metric validity -o report
+    ("code", '''%%compile quiz --train trainset --dev devset --metric validity -o report --seed 0
 GenerateChoices'''),
     ("md", READ_REPORT),
     ("code", '''prediction = quiz(question=devset[0].question, answer=devset[0].answer)
