@@ -43,17 +43,52 @@ def execute(path: Path, out_dir: Path, *, timeout: int, small: int | None, inpla
 
 def _run(notebook: Any, path: Path, out_dir: Path, *, timeout: int, inplace: bool) -> Path:
     import nbformat
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
 
-    client = NotebookClient(
+    code_cells = [i for i, c in enumerate(notebook.cells) if c.cell_type == "code"]
+    start = time.perf_counter()
+    cell_start = [start]
+
+    def on_cell_start(cell: Any, cell_index: int) -> None:
+        cell_start[0] = time.perf_counter()
+
+    def on_cell_executed(cell: Any, cell_index: int, execute_reply: Any) -> None:
+        # one line per cell, so a long headless run shows where it is
+        position = code_cells.index(cell_index) + 1 if cell_index in code_cells else 0
+        first = (cell.source.strip().splitlines() or [""])[0][:70]
+        now = time.perf_counter()
+        print(f"  [{position}/{len(code_cells)}] {now - cell_start[0]:6.1f}s  {first}", flush=True)
+
+    # IPC transport: a local kernel needs no TCP ports (and ipykernel then has no unencrypted-TCP warning)
+    manager = KernelManager(kernel_name="python3", transport="ipc")
+    class _EchoingClient(NotebookClient):
+        """Echoes the package's own progress lines ([lmassert] ...) to the console as they arrive."""
+
+        def output(self, outs: Any, msg: Any, display_id: Any, cell_index: int) -> Any:
+            content = msg.get("content", {})
+            if msg.get("msg_type") == "stream":
+                for line in str(content.get("text", "")).splitlines():
+                    if line.startswith("[lmassert]"):
+                        print(f"        {line}", flush=True)
+            return super().output(outs, msg, display_id, cell_index)
+
+    client = _EchoingClient(
         notebook,
+        km=manager,
         timeout=timeout,
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent.resolve())}},
+        on_cell_start=on_cell_start,
+        on_cell_executed=on_cell_executed,
     )
-    start = time.perf_counter()
-    client.execute()
+    print(f"{path.name}: running {len(code_cells)} code cells", flush=True)
+    try:
+        client.execute()
+    finally:
+        if manager.has_kernel:  # the client does not own a kernel manager it was given
+            manager.shutdown_kernel(now=False)
     seconds = time.perf_counter() - start
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = path if inplace else out_dir / path.name
