@@ -73,11 +73,18 @@ class ReportWidget(W.VBox):
     def __init__(self, result: AblationResult, page_size: int = PAGE_SIZE) -> None:
         self.result = result
         rows = H.setting_rows(result)
+        comparisons = result.comparisons()
         self.banner = W.HTML(H.banner_html(result))
+        self.warnings = W.HTML(H.warnings_html(result, rows))
         self.headline = W.HTML(H.headline_html(result))
         self.passrates = W.HTML(H.passrate_table_html(result, rows))
+        self.calibration = W.HTML(H.calibration_html(result))
         self.chart = W.HTML(H.chart_svg(result, rows))
-        passrate_tab = W.VBox([self.passrates, self.chart])
+        passrate_tab = W.VBox([w for w in (self.passrates, self.calibration, self.chart) if w.value])
+        self.comparisons = W.HTML(H.comparisons_html(result, comparisons))
+        self.costs = W.HTML(H.costs_table_html(result, rows))
+        self.compile = W.HTML(H.compile_html(result, rows))
+        costs_tab = W.VBox([self.costs, self.compile])
 
         # demos: filter by (setting, predictor)
         self._demo_items = [
@@ -122,17 +129,20 @@ class ReportWidget(W.VBox):
         self._failures = H.failed_examples(result)
         self.failures_pager: Pager[Any] = Pager(self._failures, H.failures_rows_html, page_size)
 
-        self.tabs = W.Tab(children=[passrate_tab, demos_tab, cx_tab, self.failures_pager])
+        self.tabs = W.Tab(children=[passrate_tab, self.comparisons, costs_tab, demos_tab, cx_tab,
+                                    self.failures_pager])
         # short titles: JupyterLab gives each tab a fixed width; the counts are in the filters too
         for i, title in enumerate((
             "Pass rates",
+            "Comparisons",
+            "Cost & compile",
             f"Demos ({len(self._demo_items)})",
             "Counterexamples",
             f"Failures ({len(self._failures)})",
         )):
             self.tabs.set_title(i, title)
-        self.title = W.HTML(f"<b>{H.esc(H.report_title(result))}</b>")
-        children = [w for w in (self.title, self.banner, self.headline) if w.value] + [self.tabs]
+        self.title = W.HTML(H.header_html(result))
+        children = [w for w in (self.title, self.banner, self.warnings, self.headline) if w.value] + [self.tabs]
         super().__init__(children)
         self.add_class("lmassert-report-widget")
 
