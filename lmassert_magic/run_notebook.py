@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -62,7 +64,9 @@ def _run(notebook: Any, path: Path, out_dir: Path, *, timeout: int, inplace: boo
         print(f"  [{position}/{len(code_cells)}] {now - cell_start[0]:6.1f}s  {first}", flush=True)
 
     # IPC transport: a local kernel needs no TCP ports (and ipykernel then has no unencrypted-TCP warning)
-    manager = KernelManager(kernel_name="python3", transport="ipc")
+    # (the socket path is absolute: the kernel runs in the notebook's directory, the client here)
+    sockets = tempfile.mkdtemp(prefix="lmassert-kernel-")
+    manager = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
     class _EchoingClient(NotebookClient):
         """Echoes the package's own progress lines ([lmassert] ...) to the console as they arrive."""
 
@@ -89,6 +93,7 @@ def _run(notebook: Any, path: Path, out_dir: Path, *, timeout: int, inplace: boo
     finally:
         if manager.has_kernel:  # the client does not own a kernel manager it was given
             manager.shutdown_kernel(now=False)
+        shutil.rmtree(sockets, ignore_errors=True)
     seconds = time.perf_counter() - start
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = path if inplace else out_dir / path.name
