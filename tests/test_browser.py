@@ -182,20 +182,41 @@ def test_report_in_jupyterlab(browser: Any, jupyterlab: dict[str, Any]) -> None:
     assert table.is_visible()
     assert table.locator("tbody tr").count() == 5
     assert "no_hashtags" in table.inner_text() and "hard · Assert" in table.inner_text()
+    # every rate carries its 95% interval and n (8 dev examples; Vanilla: 0 of 8 without hashtags)
+    assert "(95% CI 0-32%, n=8)" in table.inner_text() and "all constraints" in table.inner_text()
     chart = report.locator("svg.lmassert-chart")
     assert chart.is_visible()
-    assert chart.locator("rect.lmassert-bar").count() == 5 * 3  # metric + two constraints, one bar per setting
+    # metric + two constraints + "all constraints", one bar per setting, each with its interval whisker
+    assert chart.locator("rect.lmassert-bar").count() == 5 * 4
+    assert chart.locator("g.lmassert-ci").count() == 5 * 4
     box = chart.bounding_box()
     assert box and box["width"] > 200 and box["height"] > 100
     tabs = report.locator(".lm-TabBar-tab").all_inner_texts()
-    assert tabs[0] == "Pass rates" and tabs[1].startswith("Demos (") and tabs[2:] == ["Counterexamples", "Failures (0)"]
-    assert "no_hashtags: 0% -> 100%" in report.inner_text()
+    assert tabs[:3] == ["Pass rates", "Comparisons", "Cost & compile"] and tabs[3].startswith("Demos (")
+    assert tabs[4:] == ["Counterexamples", "Failures (0)"]
+    assert "no_hashtags: Vanilla 0% -> Infer w/ Assert 100% (+100 points" in report.inner_text()
     # the progress widget finished every setting
     progress = page.locator(".lmassert-progress")
     assert "5/5 settings done" in progress.inner_text()
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     _shoot(page, report, SHOTS / "report.png")
+
+    # the comparisons tab: paired differences, noise called noise in words (8 of 8 flipped: distinguishable)
+    report.locator(".lm-TabBar-tab", has_text="Comparisons").click()
+    comparisons = report.locator("table.lmassert-comparisons")
+    comparisons.wait_for(state="visible")
+    rows = comparisons.locator("tbody tr").all_inner_texts()
+    assert len(rows) == 3 * 4  # three like-with-like pairs x (two constraints, all constraints, the metric)
+    first = next(r for r in rows if "Vanilla → Infer w/ Assert" in r and "no_hashtags" in r)
+    assert "+100 points" in first and "distinguishable at this n" in first
+    assert any("not distinguishable from noise" in r for r in rows)  # Compile -> Compile w/ Assert: no change
+    _shoot(page, report, SHOTS / "report-comparisons.png")
+    report.locator(".lm-TabBar-tab", has_text="Cost & compile").click()
+    costs = report.locator("table.lmassert-costs")
+    costs.wait_for(state="visible")
+    assert costs.locator("tbody tr").count() == 5 and "judge calls" in costs.inner_text()
+    assert report.locator("table.lmassert-compile tbody tr").count() == 3
 
     # the constraint Dropdown filters the counterexamples, in the browser
     report.locator(".lm-TabBar-tab", has_text="Counterexamples").click()

@@ -650,7 +650,8 @@ def test_compile_failures_dropped_demos_and_counterexample_mode_are_shown() -> N
     warning = visible_text(re.search(r'<div class="lmassert-warning".*?</div>', html, re.S).group(0))
     assert warning.count("5 of 6 training examples failed while compiling") == 1
     assert "!! Compile w/ Assert: 5 of 6 training examples failed while compiling" in text
-    line = next(x for x in text.splitlines() if x.strip().startswith("Compile w/ Assert: 5 of 6 training"))
+    line = next(x for x in text.splitlines() if x.strip().startswith("Compile w/ Assert: 6 training examples run, 5 "
+                                                                      "failed"))
     assert "LMError: connection reset <b>" in line and "and 2 more" in line
     assert "2 trace(s) dropped as demos" in line and "also in the normal prompt's instructions" in line
     # the widget shows the same compile table

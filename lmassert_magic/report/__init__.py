@@ -136,14 +136,15 @@ class CompileReport:
         return widget_frontend_available() if self.widgets is None else self.widgets
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        bundle: dict[str, Any] = {"text/plain": self.text(), "text/html": self.html()}
-        if self._want_widget():
-            try:
-                view = self.widget()._repr_mimebundle_()
-            except Exception:  # a broken widget stack must not hide the report
-                view = None
-            if view and WIDGET_MIME in view:
-                bundle[WIDGET_MIME] = view[WIDGET_MIME]
+        with _html.rendering_once():  # the three views share one reading of the engine's numbers
+            bundle: dict[str, Any] = {"text/plain": self.text(), "text/html": self.html()}
+            if self._want_widget():
+                try:
+                    view = self.widget()._repr_mimebundle_()
+                except Exception:  # a broken widget stack must not hide the report
+                    view = None
+                if view and WIDGET_MIME in view:
+                    bundle[WIDGET_MIME] = view[WIDGET_MIME]
         return bundle
 
     def __repr__(self) -> str:

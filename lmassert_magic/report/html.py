@@ -16,7 +16,7 @@ import contextvars
 import functools
 import html
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -82,12 +82,44 @@ def secrets_hidden() -> Iterator[None]:
         _SECRETS.reset(token)
 
 
+_MEMO: contextvars.ContextVar[dict[tuple[int, str], tuple[Any, Any]] | None] = contextvars.ContextVar(
+    "lmassert_memo", default=None)
+
+
+@contextlib.contextmanager
+def rendering_once() -> Iterator[None]:
+    """Within this block each result's rows, comparisons and headlines are read from the engine once.
+
+    The engine recomputes them on every call (merging every record, bootstrapping every interval); a
+    display bundle renders the text, the HTML and the widget from the same numbers.
+    """
+    if _MEMO.get() is not None:
+        yield
+        return
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def _once(result: Any, what: str, compute: Callable[[], Any]) -> Any:
+    memo = _MEMO.get()
+    if memo is None:
+        return compute()
+    key = (id(result), what)
+    if key not in memo:
+        memo[key] = (result, compute())  # the result is kept so its id is not reused while the memo lives
+    return memo[key][1]
+
+
 def hiding_secrets(render: _F) -> _F:
-    """Decorator for the views' entry points: everything they render has keys blanked."""
+    """Decorator for the views' entry points: everything they render has keys blanked (and the engine's
+    numbers are read once per rendering)."""
 
     @functools.wraps(render)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        with secrets_hidden():
+        with secrets_hidden(), rendering_once():
             return render(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]
@@ -270,19 +302,34 @@ class SettingRow:
 
 def constraint_infos(result: AblationResult) -> list[ConstraintInfo]:
     """Declared constraints, then inline ones as they appear in the records (the engine's list)."""
-    return [ConstraintInfo(name, bool(hard)) for name, hard in result.constraint_infos()]
+    infos = _once(result, "constraint_infos", result.constraint_infos)
+    return [ConstraintInfo(name, bool(hard)) for name, hard in infos]
+
+
+def measure_names(result: AblationResult) -> list[str]:
+    """The engine's measures: constraint names, then "all constraints" when there is more than one."""
+    return list(_once(result, "measures", result.measures))
 
 
 def measure_infos(result: AblationResult) -> list[ConstraintInfo]:
     """What the pass-rate columns and chart groups show: the engine's measures, in its order."""
-    hard = dict(result.constraint_infos())
+    hard = {c.name: c.hard for c in constraint_infos(result)}
     return [ConstraintInfo(name, None if name == ALL_CONSTRAINTS else bool(hard.get(name)))
-            for name in result.measures()]
+            for name in measure_names(result)]
+
+
+def comparisons_frame(result: AblationResult) -> Any:
+    """The engine's paired comparisons (`AblationResult.comparisons`), read once per rendering."""
+    return _once(result, "comparisons", result.comparisons)
 
 
 def setting_rows(result: AblationResult) -> list[SettingRow]:
     """One row per setting that ran, in run order (merging the stats once, not once per view)."""
-    measures = result.measures()
+    return list(_once(result, "rows", lambda: _setting_rows(result)))
+
+
+def _setting_rows(result: AblationResult) -> list[SettingRow]:
+    measures = measure_names(result)
     rows = []
     for i, (key, res) in enumerate(result.settings.items()):
         color = SETTING_COLORS.get(key, _FALLBACK_COLORS[i % len(_FALLBACK_COLORS)])
@@ -343,7 +390,7 @@ def calibration_note(cal: Any) -> str:
 
 def summary_lines(result: AblationResult) -> list[str]:
     """The engine's generated headlines; per-setting rates (with n and interval) when no baseline pair ran."""
-    lines = list(result.headlines())
+    lines = list(_once(result, "headlines", result.headlines))
     if lines:
         return lines
     measures = measure_infos(result)
@@ -561,13 +608,15 @@ def calibration_html(result: AblationResult) -> str:
     )
 
 
-def _is_metric(result: AblationResult, measure: str) -> bool:
-    return measure == result.metric_name and measure not in result.measures()
+def comparison_cells(result: AblationResult, row: Mapping[str, Any],
+                     measures: Collection[str] | None = None) -> dict[str, str]:
+    """One row of `AblationResult.comparisons()` as display strings (shared by HTML and text).
 
-
-def comparison_cells(result: AblationResult, row: Mapping[str, Any]) -> dict[str, str]:
-    """One row of `AblationResult.comparisons()` as display strings (shared by HTML and text)."""
-    metric = _is_metric(result, row["measure"])
+    `measures` is `result.measures()`, passed in when rendering many rows (the engine merges every
+    record to compute it).
+    """
+    measures = measure_names(result) if measures is None else measures
+    metric = row["measure"] == result.metric_name and row["measure"] not in measures
     value = (lambda x: _num(x)) if metric else _pct
     digits = 1 if metric else 0
     lo, hi = row["ci_low"], row["ci_high"]
@@ -598,7 +647,7 @@ def comparison_cells(result: AblationResult, row: Mapping[str, Any]) -> dict[str
 
 def comparisons_html(result: AblationResult, frame: Any = None) -> str:
     """Paired differences per like-with-like pair (the engine's `comparisons()`), noise said in words."""
-    frame = result.comparisons() if frame is None else frame
+    frame = comparisons_frame(result) if frame is None else frame
     if frame is None or not len(frame):
         return ('<p class="lmassert-empty"><em>No comparison: a pair of like-with-like settings (Vanilla and Infer '
                 "w/ Assert, Compile and Compile w/ Assert, Compile w/ Assert and C+Infer w/ Assert) did not both "
@@ -606,8 +655,9 @@ def comparisons_html(result: AblationResult, frame: Any = None) -> str:
     cols = ["comparison", "measure", "base", "setting", "difference", "95% CI", "n", "changed", "exact p", "verdict"]
     head = "".join(f'<th style="{_CELL}">{c}</th>' for c in cols)
     body = []
+    measures = set(measure_names(result))
     for _, row in frame.iterrows():
-        cells = comparison_cells(result, row)
+        cells = comparison_cells(result, row, measures)
         noise = not row["distinguishable"]
         tds = []
         for c in cols:
@@ -971,7 +1021,7 @@ def report_title(result: AblationResult) -> str:
 def render_html(result: AblationResult, row_limit: int = ROW_LIMIT) -> str:
     """The whole report as one static HTML fragment."""
     rows = setting_rows(result)
-    comparisons = result.comparisons()
+    comparisons = comparisons_frame(result)
     n_demos = sum(len(d) for _, _, d in demo_groups(result))
     n_cx = len(result.all_counterexamples())
     failures = failed_examples(result)
@@ -1020,7 +1070,7 @@ def compile_lines(result: AblationResult, rows: Sequence[SettingRow] | None = No
         c = r.compile
         if c is None:
             continue
-        line = f"{r.label}: {c.n_failed} of {c.n_examples} training examples run failed"
+        line = f"{r.label}: {c.n_examples} training examples run, {c.n_failed} failed"
         if c.failures:
             shown = [_short(clean(f), 120) for f in c.failures[:FAILURE_LIMIT]]
             more = max(c.n_failed, len(c.failures)) - len(shown)
@@ -1073,11 +1123,12 @@ def render_text(result: AblationResult, row_limit: int = 5) -> str:
         if any(broken.values()):
             out.append("Broken checks (the constraint's own code failed): " + ", ".join(
                 f"{clean(name)}: {n}" for name, n in broken.items() if n))
-        comparisons = result.comparisons()
+        comparisons = comparisons_frame(result)
         if len(comparisons):
             cols = ["comparison", "measure", "difference", "95% CI", "n", "verdict"]
-            frame = pd.DataFrame([{c: comparison_cells(result, row)[c] for c in cols}
-                                  for _, row in comparisons.iterrows()])
+            names = {c.name for c in measures}
+            shown = [comparison_cells(result, row, names) for _, row in comparisons.iterrows()]
+            frame = pd.DataFrame([{c: cells[c] for c in cols} for cells in shown])
             out.append("Comparisons, paired by example (difference in points, 95% interval; noise called noise):")
             out.append(_frame_text(frame.set_index("comparison")))
         costs = {
@@ -1136,6 +1187,7 @@ __all__ = [
     "compile_html",
     "compile_lines",
     "comparison_cells",
+    "comparisons_frame",
     "comparisons_html",
     "config_text",
     "constraint_infos",
@@ -1157,11 +1209,13 @@ __all__ = [
     "hide_secrets_in",
     "hiding_secrets",
     "measure_infos",
+    "measure_names",
     "metric_text",
     "missing_settings",
     "passrate_table_html",
     "rate_cell_html",
     "rate_parts",
+    "rendering_once",
     "render_html",
     "render_text",
     "report_title",

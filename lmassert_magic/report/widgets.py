@@ -73,7 +73,7 @@ class ReportWidget(W.VBox):
     def __init__(self, result: AblationResult, page_size: int = PAGE_SIZE) -> None:
         self.result = result
         rows = H.setting_rows(result)
-        comparisons = result.comparisons()
+        comparisons = H.comparisons_frame(result)
         self.banner = W.HTML(H.banner_html(result))
         self.warnings = W.HTML(H.warnings_html(result, rows))
         self.headline = W.HTML(H.headline_html(result))
