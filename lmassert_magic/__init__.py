@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import compat
 from .engine import (
     Assert,
     AssertionFailed,
@@ -43,6 +44,7 @@ __all__ = [
     "backtrack_handler",
     "calibrate_judge",
     "carry_run",
+    "compat",
     "deactivate_assertions",
     "lm_judge",
     "load_ipython_extension",
@@ -54,11 +56,9 @@ def _install_module_method() -> None:
     """DSPy 2.5 programs call `program.activate_assertions()`; DSPy 3 dropped the method."""
     import dspy
 
+    from .engine.compat import activate_assertions as _activate
+
     if not hasattr(dspy.Module, "activate_assertions"):
-
-        def _activate(self: Any, handler: Any = backtrack_handler, **handler_args: Any) -> Any:
-            return assert_transform_module(self, handler, **handler_args)
-
         dspy.Module.activate_assertions = _activate
 
 

@@ -1,9 +1,12 @@
 """The engine: LM Assertions on DSPy 3 (no IPython here).
 
-Drop-in for DSPy 2.5 assertion code: `Assert`, `Suggest`, `activate_assertions`,
-`assert_transform_module`, `backtrack_handler`, `DSPyAssertionError`, `DSPySuggestionError`.
+Drop-in for DSPy 2.5 assertion code: `Assert`, `Suggest`, `Retry`, `assert_transform_module`,
+`backtrack_handler`, `DSPyAssertionError`, `DSPySuggestionError` come from `engine.compat`, which
+holds the whole DSPy 2.5.43 assertion API (handlers included); `activate_assertions` is this
+package's own entry point.
 """
 
+from .compat import Assert, Retry, Suggest, assert_transform_module, backtrack_handler
 from .constraints import Constraint, lm_judge
 from .errors import (
     AssertionFailed,
@@ -20,15 +23,10 @@ from .runtime import (
     OFF,
     PER_CONSTRAINT,
     SHARED,
-    Assert,
-    Retry,
     RunConfig,
-    Suggest,
     activate_assertions,
-    assert_transform_module,
     assertion_log,
     attach_constraints,
-    backtrack_handler,
     carry_run,
     constraints_of,
     deactivate_assertions,

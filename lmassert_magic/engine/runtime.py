@@ -30,10 +30,7 @@ import contextvars
 import functools
 import hashlib
 import logging
-import os
-import sys
 import threading
-import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -864,8 +861,10 @@ def _is_signature_class(obj: Any) -> bool:
 
 
 def _matches(predictor: Any, name: str, target: Any) -> bool:
-    if target is predictor:
-        return True
+    if target is predictor or (target is not None and getattr(predictor, "_lmassert_wraps", None) is target):
+        return True  # the predictor, or the one a DSPy 2.5 `Retry` wraps
+    if isinstance(target, (list, tuple)):  # DSPy 2.5 programs pass lists (`target_module=self.generate_query`)
+        return any(_matches(predictor, name, t) for t in target)
     if isinstance(target, dspy.Module) and not isinstance(target, dspy.Predict):
         return any(p is predictor for p in target.predictors())
     if _is_signature_class(target):
@@ -882,6 +881,8 @@ def _matches(predictor: Any, name: str, target: Any) -> bool:
 
 
 def _describe_target(target: Any) -> str:
+    if isinstance(target, (list, tuple)):
+        return "[" + ", ".join(_describe_target(t) for t in target) + "]"
     if _is_signature_class(target):
         return f"signature {target.__name__}"
     if isinstance(target, str):
@@ -1182,87 +1183,6 @@ def constraints_of(program: dspy.Module) -> list[Constraint]:
         for c in getattr(predictor, "_lmassert_constraints", ()):
             seen.setdefault(c.name, c)
     return list(seen.values())
-
-
-# ---------------------------------------------------------------- DSPy 2.5 compatible API
-
-
-def _call_site(hard: bool, depth: int = 3) -> str:
-    """`Suggest@file.py:42`: an inline constraint's name when it has none (its message may quote the output)."""
-    try:
-        frame = sys._getframe(depth)
-    except ValueError:
-        return "Assert" if hard else "Suggest"
-    filename = os.path.basename(frame.f_code.co_filename) or frame.f_code.co_filename
-    return f"{'Assert' if hard else 'Suggest'}@{filename}:{frame.f_lineno}"
-
-
-def _inline(
-    result: Any, msg: str, target_module: Any, hard: bool, name: str | None, max_backtracks: int | None
-) -> bool:
-    passed = bool(result)
-    label = name or _call_site(hard)
-    scope = _active_scope()
-    if scope is None:
-        if passed:
-            return True
-        if hard:
-            raise DSPyAssertionError(label, msg)
-        logger.warning("Suggest failed (assertions not activated, continuing): %s", msg or label)
-        return False
-    return scope.inline_check(passed, msg, target_module, hard, label, max_backtracks)
-
-
-def Assert(  # noqa: N802
-    result: Any, msg: str = "", target_module: Any = None, *, name: str | None = None,
-    max_backtracks: int | None = None,
-) -> bool:
-    """Hard constraint: backtrack on failure, raise DSPyAssertionError when the budget is spent.
-
-    Named `name`, else by its call site (`Assert@file.py:42`), never by its message. `max_backtracks`
-    caps this constraint's share of the run's retry budget.
-    """
-    return _inline(result, msg, target_module, True, name, max_backtracks)
-
-
-def Suggest(  # noqa: N802
-    result: Any, msg: str = "", target_module: Any = None, *, name: str | None = None,
-    max_backtracks: int | None = None,
-) -> bool:
-    """Soft constraint: backtrack on failure, then record it and continue. Never raises when inactive.
-
-    Named `name`, else by its call site (`Suggest@file.py:42`), never by its message.
-    """
-    return _inline(result, msg, target_module, False, name, max_backtracks)
-
-
-def backtrack_handler(
-    func: Callable[..., Any], bypass_suggest: bool = True, max_backtracks: int = 2
-) -> AssertedForward:
-    """DSPy 2.5's handler: wrap a forward function with backtracking."""
-    return AssertedForward(func, RunConfig(max_backtracks=max_backtracks, strict_suggestions=not bypass_suggest))
-
-
-def assert_transform_module(
-    program: dspy.Module, assertion_handler: Callable[..., Any] = backtrack_handler, **handler_args: Any
-) -> dspy.Module:
-    """DSPy 2.5's entry point: `assert_transform_module(program, functools.partial(backtrack_handler, ...))`."""
-    if is_activated(program):
-        raise RuntimeError(f"{type(program).__name__} already has assertions activated")
-    guard_predictors(program)
-    original = types.MethodType(type(program).forward, program)  # `program.forward` would make DSPy warn
-    wrapped = assertion_handler(original, **handler_args)
-    if isinstance(wrapped, AssertedForward) and getattr(wrapped.func, "__func__", None) is type(program).forward:
-        _set_activation(program, wrapped.config)
-    else:  # a custom handler: keep its wrapper as the instance's forward, inside an asserted run
-        program.forward = wrapped if isinstance(wrapped, AssertedForward) else AssertedForward(wrapped, RunConfig())
-    program._assert_transformed = True
-    return program
-
-
-def Retry(module: Any) -> Any:  # noqa: N802
-    """DSPy 2.5 wrapped predictors in `Retry`; here every activated predictor retries, so it is the identity."""
-    return module
 
 
 # ---------------------------------------------------------------- LM tallies outside a single run
