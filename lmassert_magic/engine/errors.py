@@ -17,8 +17,8 @@ class AssertionFailed(AssertionError):
 
     def __init__(
         self,
-        constraint: str,
-        message: str = "",
+        id: str,  # noqa: A002 - DSPy 2.5's parameter names, so keyword calls keep working
+        msg: str = "",
         target_module: Any = None,
         state: Any = None,
         is_metric: bool = False,
@@ -27,9 +27,9 @@ class AssertionFailed(AssertionError):
         last_outputs: dict[str, Any] | None = None,
         predictor: str | None = None,
     ) -> None:
-        self.constraint = constraint
-        self.id = constraint
-        self.msg = message
+        self.constraint = id
+        self.id = id
+        self.msg = msg
         self.target_module = target_module
         self.is_metric = is_metric
         self.attempts = attempts
