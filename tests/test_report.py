@@ -640,6 +640,7 @@ def test_compile_failures_dropped_demos_and_counterexample_mode_are_shown() -> N
     assert shown[5] == "also in the normal prompt's instructions"
     assert "31 LM calls" in shown[6]
     assert rows["Compile"][1][2] == "0 of 6" and rows["Compile"][1][5].startswith("none")
+    assert rows["Compile"][1][4] == "none: constraints are off while compiling the baseline"
     # a retry-mode compile says where its counterexamples go, as in DSPy 2.5; kept soft failures say so
     result.settings[COMPILE_ASSERT].compile = CompileSummary(6, 0, [], 0, "retry", True)
     other = CompileReport(result).html()

@@ -448,7 +448,7 @@ def warning_lines(result: AblationResult, rows: Sequence[SettingRow] | None = No
                 continue
             seen.add(key)
             out.append(f"{r.label}: {c.n_failed} of {c.n_examples} training examples failed while compiling "
-                       "(see Cost and compile).")
+                       "(see Cost per example and compile).")
     return out
 
 
@@ -512,12 +512,20 @@ def headline_html(result: AblationResult, lines: Sequence[str] | None = None) ->
     lines = summary_lines(result) if lines is None else lines
     if not lines:
         return ""
-    items = "".join(
-        f'<li class="lmassert-noise" style="color:#777">{esc(line)}</li>' if "distinguishable from noise" in line
-        else f"<li>{esc(line)}</li>"
-        for line in lines
-    )
-    return f'<ul class="lmassert-headline" style="margin:4px 0;padding-left:20px;font-size:14px">{items}</ul>'
+    groups: list[list[str]] = [[]]
+    for line in lines:  # the engine ends each pair's sentences with its cost line: one list per pair
+        groups[-1].append(line)
+        if line.startswith("cost:"):
+            groups.append([])
+    lists = []
+    for group in (g for g in groups if g):
+        items = "".join(
+            f'<li class="lmassert-noise" style="color:#777">{esc(line)}</li>' if "distinguishable from noise" in line
+            else f"<li>{esc(line)}</li>"
+            for line in group
+        )
+        lists.append(f'<ul style="margin:4px 0;padding-left:20px">{items}</ul>')
+    return f'<div class="lmassert-headline" style="margin:4px 0;font-size:14px">{"".join(lists)}</div>'
 
 
 def _swatch(color: str) -> str:
@@ -740,7 +748,9 @@ def compile_html(result: AblationResult, rows: Sequence[SettingRow] | None = Non
                if reasons else ("—" if not c.n_failed else "<em>no message kept</em>"))
         if reasons and more > 0:
             why += f"<small>and {more} more</small>"
-        if c.keep_soft_failures:
+        if r.key == COMPILE and not c.dropped_soft_failures:
+            dropped = '<span class="lmassert-dropped">none: constraints are off while compiling the baseline</span>'
+        elif c.keep_soft_failures:
             dropped = ('<span class="lmassert-dropped">none: traces that still failed a soft constraint were kept '
                        "as demos (keep_soft_failures, as DSPy 2.5 did)</span>")
         else:
@@ -1075,7 +1085,9 @@ def compile_lines(result: AblationResult, rows: Sequence[SettingRow] | None = No
             shown = [_short(clean(f), 120) for f in c.failures[:FAILURE_LIMIT]]
             more = max(c.n_failed, len(c.failures)) - len(shown)
             line += " (" + "; ".join(shown) + (f"; and {more} more" if more > 0 else "") + ")"
-        if c.keep_soft_failures:
+        if r.key == COMPILE and not c.dropped_soft_failures:
+            line += "; no trace dropped (constraints are off while compiling the baseline)"
+        elif c.keep_soft_failures:
             line += "; traces failing a soft constraint kept as demos (keep_soft_failures)"
         else:
             line += f"; {c.dropped_soft_failures} trace(s) dropped as demos for still failing a soft constraint"
