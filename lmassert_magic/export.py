@@ -28,19 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .definitions.expressions import HELPERS, free_names, parse_expression
+from .definitions.signatures import TYPING_NAMES
+from .definitions.specs import CompileRecord, ConstraintSpec, RegistryError, SignatureSpec, closest
+from .definitions.store import Registry
 from .engine.runtime import is_activated
-from .registry import (
-    HELPERS,
-    TYPING_NAMES,
-    CompileRecord,
-    ConstraintSpec,
-    Registry,
-    RegistryError,
-    SignatureSpec,
-    closest,
-    free_names,
-    parse_expression,
-)
 
 __all__ = ["ExportResult", "export_program", "render_module"]
 

@@ -13,7 +13,7 @@ from dspy.utils import DummyLM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import lmassert_magic.registry as registry_module
+import lmassert_magic.definitions.store as registry_module
 from lmassert_magic.engine.errors import ConstraintError
 from lmassert_magic.registry import (
     ConstraintSpec,

@@ -19,9 +19,9 @@ from typing import Any
 
 from IPython.core.magic import Magics
 
+from ..definitions.store import get_registry
 from ..engine.ablation import SETTINGS
 from ..engine.compile import OPTIMIZERS
-from ..registry import get_registry
 from .admin import ARITY, AdminMagics
 from .assertion import AssertionMagics
 from .compile import CompileMagics

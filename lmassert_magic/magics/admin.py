@@ -1,4 +1,4 @@
-"""`%lmassert list | show | remove | reset | export | calibrate`: look after the registry.
+"""`%lmassert list | show | remove | reset | export | calibrate | compat`: look after the registry.
 
 Nothing in the line is expanded (`{x}` / `$x` stay as written).
 """
@@ -26,8 +26,9 @@ USAGE = {
     "reset": "%lmassert reset",
     "export": "%lmassert export NAME PATH",
     "calibrate": "%lmassert calibrate NAME --labels VAR [--refresh]",
+    "compat": "%lmassert compat on|off",
 }
-ARITY = {"list": 0, "show": 1, "remove": 1, "reset": 0, "export": 2, "calibrate": 1}
+ARITY = {"list": 0, "show": 1, "remove": 1, "reset": 0, "export": 2, "calibrate": 1, "compat": 1}
 
 
 def _signature_line(entry: SignatureEntry) -> str:
@@ -62,7 +63,8 @@ class AdminMagics(RegistryMagics):
     @no_var_expand
     @magic_arguments(name="lmassert")
     @argument("command", nargs="?", default="list",
-              help="list | show NAME | remove NAME | reset | export NAME PATH | calibrate NAME --labels VAR")
+              help="list | show NAME | remove NAME | reset | export NAME PATH | calibrate NAME --labels VAR | "
+                   "compat on|off")
     @argument("args", nargs="*", help="NAME, or NAME PATH for export")
     @argument("--labels", default=None,
               help="calibrate: notebook variable holding labelled items, (fields dict, True/False) pairs")
@@ -84,18 +86,24 @@ class AdminMagics(RegistryMagics):
                                        %%compile reports show it next to NAME's pass rate. Cached on disk
                                        per model, cell text and items ($LMASSERT_CACHE_DIR); --refresh
                                        measures again
+        %lmassert compat on|off        zero-edit mode for DSPy 2.5 programs: `dspy.Assert`, `dspy.Suggest`,
+                                       `dspy.Retry`, `dspy.primitives.assertions`... backed by this
+                                       package (lmassert_magic.compat.install); `off` or %unload_ext undoes it
 
         Nothing in the line is expanded: `{x}` and `$x` stay as written (@no_var_expand).
         """
         args = parse_line(self.lmassert, line)
         command = args.command
         if command not in ARITY:
-            fail(f"unknown command {command!r} (list, show, remove, reset, export, calibrate)", 1, name=command,
+            fail(f"unknown command {command!r} (list, show, remove, reset, export, calibrate, compat)", 1, name=command,
                  candidates=ARITY)
         if len(args.args) != ARITY[command]:
             fail(f"usage: {USAGE[command]}", 1)
         if command == "calibrate":
             self._cmd_calibrate(args.args[0], args.labels, args.refresh)
+            return
+        if command == "compat":
+            self._cmd_compat(args.args[0])
             return
         if args.labels is not None or args.refresh:
             fail(f"--labels and --refresh belong to calibrate; usage: {USAGE[command]}", 1)
@@ -208,6 +216,26 @@ class AdminMagics(RegistryMagics):
             reg.record_calibration(name, result)
         cached = " (cached)" if result.from_cache else ""
         print(result.describe() + cached)
+
+    # -- zero-edit mode for DSPy 2.5 programs (lmassert_magic.compat); kept apart from the registry commands --
+    def _cmd_compat(self, state: str) -> None:
+        from .. import compat
+
+        if state == "on":
+            added = compat.install()
+            print("DSPy 2.5 assertion names available from dspy"
+                  + (f": added {', '.join(added)}" if added else " (already on)"))
+        elif state == "off":
+            removed = compat.uninstall()
+            print(f"Zero-edit mode off: removed {len(removed)} name(s)" if removed else "Zero-edit mode was not on")
+        else:
+            fail(f"usage: {USAGE['compat']}", 1)
+
+    def unload(self) -> None:
+        """`%unload_ext lmassert_magic` turns zero-edit mode off."""
+        from .. import compat
+
+        compat.uninstall()
 
     def _bound_objects(self, names: list[str]) -> dict[str, Any]:
         """What the extension bound in the notebook for these names (signature classes, programs)."""

@@ -12,7 +12,8 @@ from IPython.core.magic import cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float
 
-from ..registry import ConstraintSpec
+from ..definitions.specs import ConstraintSpec
+from ..engine.defaults import CHECK_TIMEOUT_SECONDS, MAX_BACKTRACKS
 from .parsing import (
     RegistryMagics,
     cell_id,
@@ -29,7 +30,7 @@ class AssertionMagics(RegistryMagics):
     """The `%%assert` cell magic."""
 
     check_timeout = Float(
-        120.0,
+        CHECK_TIMEOUT_SECONDS,
         allow_none=True,
         help="Seconds one check of a %%assert constraint may take (0 or None: no limit). "
         "Set with `%config AssertionMagics.check_timeout = 10`, or per cell with --timeout.",
@@ -47,9 +48,10 @@ class AssertionMagics(RegistryMagics):
     @argument("--hard", action="store_true", help="an Assert: after the backtracks, stop the program with an error")
     @argument("--backtracks", "-b", type=int, default=None,
               help="caps the retries this constraint may take of a call's shared budget "
-                   "(%%%%compile --backtracks, default 2)")
+                   f"(%%%%compile --backtracks, default {MAX_BACKTRACKS})")
     @argument("--timeout", type=float, default=None,
-              help="seconds one check may take; 0 = no limit (default: AssertionMagics.check_timeout, 120)")
+              help="seconds one check may take; 0 = no limit "
+                   f"(default: AssertionMagics.check_timeout, {CHECK_TIMEOUT_SECONDS:g})")
     def assert_magic(self, line: str, cell: str) -> None:
         """Add a constraint on the step of signature TARGET (soft unless --hard).
 

@@ -15,6 +15,8 @@ from IPython.core.magic import cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
+from ..definitions.planner import PipelinePlan, activated_copy
+from ..definitions.specs import PipelineSpec
 from ..engine.ablation import (
     C_INFER_ASSERT,
     COMPILE,
@@ -26,8 +28,17 @@ from ..engine.ablation import (
     run_ablation,
 )
 from ..engine.compile import COUNTEREXAMPLE_MODES, OPTIMIZERS
-from ..engine.runtime import BUDGETS, DEFAULT_RETRY_TEMPERATURE, SHARED
-from ..registry import PipelinePlan, PipelineSpec, activated_copy
+from ..engine.defaults import (
+    BUDGET,
+    COUNTEREXAMPLES,
+    MAX_BACKTRACKS,
+    MAX_ERRORS,
+    OPTIMIZER,
+    RETRY_TEMPERATURE,
+    SEED,
+    THREADS,
+)
+from ..engine.runtime import BUDGETS
 from .parsing import (
     RegistryMagics,
     check_identifier,
@@ -116,26 +127,27 @@ class CompileMagics(RegistryMagics):
     @argument("--train", required=True, help="notebook variable: list of dspy.Example to compile on")
     @argument("--dev", required=True, help="notebook variable: list of dspy.Example to evaluate on")
     @argument("--metric", required=True, help="notebook function metric(example, prediction[, trace])")
-    @argument("--optimizer", choices=OPTIMIZERS, default="bootstrap",
+    @argument("--optimizer", choices=OPTIMIZERS, default=OPTIMIZER,
               help="bootstrap (BootstrapFewShot) or random_search (BootstrapFewShotWithRandomSearch)")
     @argument("--settings", default=None,
               help=f"comma list of settings to run (default: all): {','.join(SETTINGS)}")
-    @argument("--backtracks", "-b", type=int, default=2,
-              help="retries per program call, shared by all its constraints as in DSPy 2.5 (default 2)")
-    @argument("--budget", choices=BUDGETS, default=SHARED,
+    @argument("--backtracks", "-b", type=int, default=MAX_BACKTRACKS,
+              help=f"retries per program call, shared by all its constraints as in DSPy 2.5 (default {MAX_BACKTRACKS})")
+    @argument("--budget", choices=BUDGETS, default=BUDGET,
               help="shared (default, DSPy 2.5: --backtracks per call) or per_constraint (--backtracks for each "
                    "constraint at each place)")
-    @argument("--seed", type=int, default=0, help="run seed: retries sample from rollouts derived from it (default 0)")
-    @argument("--retry-temperature", type=float, default=DEFAULT_RETRY_TEMPERATURE,
-              help=f"temperature of a retry when the LM's is 0 (default {DEFAULT_RETRY_TEMPERATURE})")
+    @argument("--seed", type=int, default=SEED,
+              help=f"run seed: retries sample from rollouts derived from it (default {SEED})")
+    @argument("--retry-temperature", type=float, default=RETRY_TEMPERATURE,
+              help=f"temperature of a retry when the LM's is 0 (default {RETRY_TEMPERATURE})")
     @argument("--keep-soft-failures", action="store_true",
               help="keep traces that still fail a soft constraint as demos (DSPy 2.5 did; default: drop them)")
-    @argument("--max-errors", type=int, default=None,
+    @argument("--max-errors", type=int, default=MAX_ERRORS,
               help="stop a compile once this many training examples fail (default: never)")
-    @argument("--counterexamples", choices=COUNTEREXAMPLE_MODES, default="retry",
+    @argument("--counterexamples", choices=COUNTEREXAMPLE_MODES, default=COUNTEREXAMPLES,
               help="where counterexample demos show their feedback: retry (retry prompts only, as in DSPy 2.5) "
                    "or prompt (also in the normal prompt's instructions)")
-    @argument("--threads", type=int, default=1, help="parallel examples (default 1)")
+    @argument("--threads", type=int, default=THREADS, help=f"parallel examples (default {THREADS})")
     @argument("-o", "--output", default=None, help="notebook variable to store the report in")
     def compile_magic(self, line: str, cell: str) -> None:
         """Build the pipeline in the body and run the five-setting ablation on it.

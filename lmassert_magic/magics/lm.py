@@ -6,14 +6,14 @@ typed into a cell: hosted providers read theirs from environment variables.
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..lm import LocalModelUnavailable, configure_lm, describe_lm, redact
+from .parsing import one_line, parse_line
 
 __all__ = ["LMMagics"]
 
@@ -21,6 +21,11 @@ __all__ = ["LMMagics"]
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return redact(text.splitlines()[0])
+
+
+def _clean(text: str) -> str:
+    """One line, with key-shaped strings and secret environment values blanked (the line may hold a key)."""
+    return one_line(redact(text))
 
 
 @magics_class
@@ -71,7 +76,7 @@ class LMMagics(Magics):
             %lm openai/gpt-4o-mini -t 0.7        # a hosted model; key from $OPENAI_API_KEY
             %lm llama3.2 --api-base http://localhost:11434/v1 --json-schema   # Ollama
         """
-        args = self._parse(line)
+        args = parse_line(self.lm, line, where="%lm", clean=_clean)
         if args.spec is None:
             if any(v is not None for v in (args.api_base, args.api_key_env, args.temperature, args.max_tokens)):
                 raise UsageError("%lm: name the LM to configure, e.g. `%lm local --temperature 0.7`")
@@ -96,20 +101,6 @@ class LMMagics(Magics):
                 json_schema=args.json_schema,
                 **lm_kwargs,
             )
-        except LocalModelUnavailable as exc:
-            raise UsageError(f"%lm: {_first_line(exc)}") from None
-        except (ValueError, TypeError) as exc:
+        except (LocalModelUnavailable, ValueError, TypeError) as exc:
             raise UsageError(f"%lm: {_first_line(exc)}") from None
         print(describe_lm())
-
-    def _parse(self, line: str) -> Any:
-        try:
-            shlex.split(line)
-        except ValueError as exc:
-            raise UsageError(f"%lm: cannot parse arguments ({exc})") from None
-        try:
-            return parse_argstring(self.lm, line)
-        except UsageError as exc:
-            raise UsageError(f"%lm: {_first_line(exc)}") from None
-        except SystemExit:  # pragma: no cover - argparse exits on --help
-            raise UsageError("%lm: see %lm? for usage") from None

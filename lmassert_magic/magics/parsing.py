@@ -24,28 +24,16 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics
 from IPython.core.magic_arguments import parse_argstring
 
-from ..registry import (
-    FieldSpec,
-    RegistryError,
-    SignatureSpec,
-    StepRef,
-    closest,
-    get_registry,
-)
+from ..definitions.specs import FieldSpec, RegistryError, SignatureSpec, StepRef, closest
+from ..definitions.store import get_registry
 
 FIRST_BODY_LINE = 2  # the body's first line is cell line 2; the %%magic line is line 1
-
-EXPANSION_RULE = (
-    "Nothing is expanded: `{x}` and `$x` in the magic line and in the body reach the magic as "
-    "written (the magics are @no_var_expand). Name notebook variables directly instead."
-)
 
 IN_MARKERS = ("In", "Input", "InputField")
 OUT_MARKERS = ("Out", "Output", "OutputField")
 FIELD_KEYWORDS = ("desc", "prefix")
 
 __all__ = [
-    "EXPANSION_RULE",
     "FIRST_BODY_LINE",
     "RegistryMagics",
     "cell_id",
@@ -94,18 +82,21 @@ def user_errors() -> Iterator[None]:
         raise UsageError(one_line(str(exc))) from None
 
 
-def parse_line(magic: Callable[..., Any], line: str) -> Any:
-    """Parse a magic line with its `magic_arguments` parser; problems are 'line 1: ...' UsageErrors.
+def parse_line(magic: Callable[..., Any], line: str, *, where: str = "line 1",
+               clean: Callable[[str], str] = one_line) -> Any:
+    """Parse a magic line with its `magic_arguments` parser; problems are '<where>: ...' UsageErrors.
 
     IPython splits magic lines without removing quotes (so Windows paths keep their backslashes);
     a value written in quotes (`--settings "vanilla, compile"`, a path with spaces) loses them here.
+    `where` starts the message (a line magic says its own name: `%lm: ...`); `clean` makes it one
+    line (and may blank secrets the line could hold).
     """
     try:
         args = parse_argstring(magic, line)
     except UsageError as exc:
-        raise UsageError(one_line(f"line 1: {exc}")) from None
+        raise UsageError(clean(f"{where}: {exc}")) from None
     except ValueError as exc:  # unbalanced quotes in the line
-        raise UsageError(one_line(f"line 1: cannot split the arguments ({exc})")) from None
+        raise UsageError(clean(f"{where}: cannot split the arguments ({exc})")) from None
     for key, value in vars(args).items():
         if isinstance(value, str):
             setattr(args, key, _unquote(value))

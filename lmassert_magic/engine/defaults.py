@@ -1,0 +1,73 @@
+"""Every default value of the package, defined once.
+
+Imports nothing from the package (nor anything else), so every layer may import it without a loop:
+the engine's functions, the definitions (`%%assert` specs), the magics' argument defaults and
+their help texts all read their defaults here. Change a default here and it changes everywhere.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BUDGET",
+    "CHECK_TIMEOUT_SECONDS",
+    "CONFIDENCE",
+    "COUNTEREXAMPLES",
+    "KEEP_SOFT_FAILURES",
+    "MAX_BACKTRACKS",
+    "MAX_ERRORS",
+    "OPTIMIZER",
+    "PYTHON_CHECK_TIMEOUT_SECONDS",
+    "RETRY_TEMPERATURE",
+    "SEED",
+    "STATS_SEED",
+    "SOFT_PENALTY",
+    "THREADS",
+]
+
+#: Retries per forward call, shared by all its constraints (DSPy 2.5's budget): at most
+#: MAX_BACKTRACKS + 1 attempts. `%%compile --backtracks`, `run_ablation`, `compile_program`,
+#: `activate_assertions`, `RunConfig`, `backtrack_handler`.
+MAX_BACKTRACKS: int = 2
+
+#: How the budget is shared: "shared" (DSPy 2.5: MAX_BACKTRACKS per call for all constraints) or
+#: "per_constraint" (the names are `engine.runtime.SHARED` / `PER_CONSTRAINT`).
+BUDGET: str = "shared"
+
+#: Seconds one check of a constraint defined with `%%assert` may take (`AssertionMagics.check_timeout`,
+#: `%%assert --timeout`, `ConstraintSpec.timeout`). A cell's check may call an LM judge or notebook code
+#: that hangs; the notebook must not.
+CHECK_TIMEOUT_SECONDS: float = 120.0
+
+#: The time limit of a `Constraint` built in Python (`engine.Constraint(timeout=...)`): none, so its
+#: check runs inline on the calling thread unless the caller asks for a limit.
+PYTHON_CHECK_TIMEOUT_SECONDS: float | None = None
+
+#: Temperature of a retry when the LM's own is 0 or unset (a positive LM temperature is kept).
+RETRY_TEMPERATURE: float = 0.7
+
+#: Run seed: retries sample from rollouts derived from it (`%%compile --seed`).
+SEED: int = 0
+
+#: Parallel examples in an evaluation (`%%compile --threads`, `run_ablation(num_threads=...)`).
+THREADS: int = 1
+
+#: The compile optimizer: "bootstrap" (BootstrapFewShot) or "random_search".
+OPTIMIZER: str = "bootstrap"
+
+#: Where counterexample demos show their feedback: "retry" (retry prompts only, as DSPy 2.5) or "prompt".
+COUNTEREXAMPLES: str = "retry"
+
+#: Keep traces whose output still fails a soft constraint as demos (DSPy 2.5 did; default: drop them).
+KEEP_SOFT_FAILURES: bool = False
+
+#: Stop a compile once this many training examples fail; None: never.
+MAX_ERRORS: int | None = None
+
+#: How much one soft failure lowers a candidate's score in assertion-aware candidate selection.
+SOFT_PENALTY: float = 0.1
+
+#: Confidence of every interval the numbers carry (Wilson for rates, bootstrap for means and differences).
+CONFIDENCE: float = 0.95
+
+#: Seed of the bootstrap resampling behind metric intervals (not the run seed: it only draws resamples).
+STATS_SEED: int = 0
