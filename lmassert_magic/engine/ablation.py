@@ -112,12 +112,17 @@ class CompileSummary:
     dropped_soft_failures: int = 0
     counterexample_mode: str = "retry"
     keep_soft_failures: bool = False
+    reused_from: str | None = None  # the setting whose compile this one reuses (its cost is counted there)
 
 
 @dataclass
 class SettingResult:
-    """One setting's evaluation. `lm_calls` are the program's own LM requests (cache hits included);
-    `observe_lm_calls` are judge calls spent only on measuring outputs where constraints are observed."""
+    """One setting's evaluation.
+
+    `lm_calls` are the program's own LM requests, cache hits included: in the enforcing settings
+    they include judge calls (a judge drives retries there); in Vanilla and Compile, where
+    constraints are only observed, judge calls go to `observe_lm_calls` instead.
+    """
 
     key: str
     examples: list[ExampleResult] = field(default_factory=list)
@@ -312,10 +317,12 @@ class AblationResult:
                     "base_rate": 100 * diff.mean_a, "rate": 100 * diff.mean_b, "diff": 100 * diff.diff,
                     "ci_low": 100 * diff.ci_low, "ci_high": 100 * diff.ci_high, "up": diff.up, "down": diff.down,
                     "dropped": diff.dropped, "p_value": diff.mcnemar_p if diff.mcnemar_p is not None else diff.sign_p,
-                    "distinguishable": diff.distinguishable,
+                    "distinguishable": diff.distinguishable, "method": diff.method, "binary": diff.binary,
+                    "is_metric": measure == self.metric_name and measure not in self.measures(),
+                    "sentence": describe_difference(measure, diff),
                 })
         cols = ["base", "setting", "measure", "n", "base_rate", "rate", "diff", "ci_low", "ci_high", "up", "down",
-                "dropped", "p_value", "distinguishable"]
+                "dropped", "p_value", "distinguishable", "method", "binary", "is_metric", "sentence"]
         return pd.DataFrame(rows, columns=cols)
 
     def _pair_diffs(self, base_key: str, key: str) -> list[tuple[str, PairedDiff]]:
@@ -679,11 +686,14 @@ def _run_settings(
         if key in (VANILLA, INFER_ASSERT):
             base = program
         else:
+            reused = key == C_INFER_ASSERT and COMPILE_ASSERT in result.settings
             outcome, setting.compile_seconds = compile_for(key, key != COMPILE)
-            setting.compile_lm_calls, setting.compile_tokens = outcome.lm_calls, outcome.tokens
+            if not reused:  # a reused compile's cost stays with the setting that paid it
+                setting.compile_lm_calls, setting.compile_tokens = outcome.lm_calls, outcome.tokens
             setting.compile = CompileSummary(
                 outcome.n_examples, outcome.n_failed, list(outcome.failures), outcome.dropped_soft_failures,
                 outcome.counterexample_mode, outcome.keep_soft_failures,
+                reused_from=COMPILE_ASSERT if reused else None,
             )
             base = outcome.program
         mode = ENFORCE if key in (INFER_ASSERT, C_INFER_ASSERT) else OBSERVE
