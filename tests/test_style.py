@@ -21,7 +21,9 @@ def test_ruff_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-LAYERS_WITHOUT_IPYTHON = ["engine", "registry.py", "pipeline.py", "lm/__init__.py", "lm/local.py", "datasets"]
+LAYERS_WITHOUT_IPYTHON = [
+    "engine", "definitions", "registry.py", "pipeline.py", "lm/__init__.py", "lm/local.py", "datasets",
+]
 
 
 def _imported_modules(path: Path) -> set[str]:
