@@ -13,9 +13,9 @@ from IPython.core.magic import line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
+from ..definitions.specs import CompileRecord, ConstraintEntry, SignatureEntry
 from ..engine.calibration import calibrate_judge
 from ..export import export_program
-from ..registry import CompileRecord, ConstraintEntry, SignatureEntry
 from .compile import ensure_lm
 from .parsing import RegistryMagics, fail, parse_line, user_errors
 
