@@ -32,7 +32,7 @@ from .definitions.expressions import HELPERS, free_names, parse_expression
 from .definitions.signatures import TYPING_NAMES
 from .definitions.specs import CompileRecord, ConstraintSpec, RegistryError, SignatureSpec, closest
 from .definitions.store import Registry
-from .engine.runtime import is_activated
+from .engine import is_activated
 
 __all__ = ["ExportResult", "export_program", "render_module"]
 

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import dspy
 
+from ..engine import activate_assertions, resolve_target
 from ..engine.constraints import Constraint
 from ..engine.errors import TargetNotFoundError
-from ..engine.runtime import activate_assertions, resolve_target
 from ..pipeline import MODULE, Pipeline, PipelineError, Step, check_wiring, instantiate_module, tag_predictors
 from .expressions import build_constraint, condition_fields
 from .specs import (
