@@ -18,6 +18,11 @@ One call of an activated program is one *run*, with DSPy 2.5's semantics:
   verdicts are kept apart.
 * Predictors called from DSPy's worker threads inside `forward` (`Predict.batch`, `dspy.Parallel`)
   belong to the run; `carry_run(fn)` does the same for a thread pool of your own.
+* Predictors created inside `forward` (DSPy 2.5 programs build query generators and LM judges
+  there) are steps of the run too: they are brought in on their first call, and a later pass
+  replays the accepted output of an equal predictor (same class, signature, demos, LM and config)
+  called with the same inputs instead of sampling it again. Predictors called inside a declared
+  constraint's check (LM judges) are not steps.
 
 State lives in context variables (no global lock): any number of threads run asserted programs
 at once. A guarded predictor behaves like a plain `dspy.Predict` when no run is active.
@@ -70,6 +75,7 @@ RUN_STATE_KEY = "lmassert_run_state"  # dspy.context key: the active run, carrie
 _PASS_KEY = "lmassert_pass"  # dspy.context key: the pass of the run a worker task was handed out in
 
 _current_scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("lmassert_run", default=None)
+_checking: contextvars.ContextVar[bool] = contextvars.ContextVar("lmassert_checking", default=False)
 
 FEEDBACK_DESC = "Instructions to fix your previous answer. Follow them."
 
@@ -538,7 +544,7 @@ class _RunState(_Scope):
     def _replayed(self, index: int, key: tuple, predictor: Any, inputs: dict[str, Any]) -> _CallRecord | None:
         if index < len(self.replay) and key not in self.plans:
             previous = self.replay[index]
-            if previous.predictor is predictor and previous.inputs == inputs:
+            if _same_step(previous.predictor, predictor) and previous.inputs == inputs:
                 return previous
             self.replay = []  # diverged: nothing further can be replayed
         return None
@@ -617,14 +623,18 @@ class _RunState(_Scope):
             return list(given)
 
     def feedback_text(self, constraint: Constraint, fields: dict[str, Any]) -> str:
+        token = _checking.set(True)
         try:
             return constraint.feedback(fields)
         except ConstraintError:
             self._note_error(constraint.name, constraint.hard)
             raise
+        finally:
+            _checking.reset(token)
 
     def check_declared(self, constraint: Constraint, key: tuple, fields: dict[str, Any],
                        outputs: dict[str, Any]) -> bool:
+        token = _checking.set(True)  # predictors a check calls (LM judges) are not steps of the run
         try:
             passed = constraint.check(fields)
         except ConstraintError:
@@ -632,6 +642,8 @@ class _RunState(_Scope):
                 check = self.checks.setdefault(key, _Check(constraint.name, constraint.hard))
                 check.error = True
             raise
+        finally:
+            _checking.reset(token)
         self.record_verdict(key, constraint.name, constraint.hard, passed, kind="declared")
         if passed:
             self.resolve_pending(key, outputs)
@@ -772,7 +784,7 @@ class _Branch(_Scope):
             if key in root.plans:
                 return None
             previous = root.branch_replay.get(key)
-        if previous is not None and previous.predictor is predictor:
+        if previous is not None and _same_step(previous.predictor, predictor):
             return previous
         return None
 
@@ -922,7 +934,7 @@ class _GuardMixin:
     """Routes a predictor's calls through the active run; a plain predictor otherwise."""
 
     def forward(self, **kwargs: Any) -> Any:
-        scope = _active_scope()
+        scope = _active_scope() if not _checking.get() else None
         parent = super().forward  # type: ignore[misc]
         if scope is None:
             _note_stray_call()
@@ -931,6 +943,45 @@ class _GuardMixin:
 
 
 _guard_classes: dict[type, type] = {}
+
+
+def _same_step(previous: Any, predictor: Any) -> bool:
+    """Whether a predictor called in this pass is the step `previous` was in an earlier pass.
+
+    The same object, or, for predictors created inside `forward` (a new object on every pass), an
+    equal one: same class, signature, demos, LM and config.
+    """
+    if previous is predictor:
+        return True
+    if not (getattr(previous, "_lmassert_ephemeral", False) and getattr(predictor, "_lmassert_ephemeral", False)):
+        return False
+    try:
+        return (
+            type(previous) is type(predictor)
+            and previous.signature.equals(predictor.signature)
+            and previous.demos == predictor.demos
+            and previous.lm is predictor.lm
+            and previous.config == predictor.config
+        )
+    except Exception:  # an exotic signature or demo that cannot be compared: not provably the same step
+        return False
+
+
+class _AdoptPredictors(BaseCallback):
+    """Brings a predictor created inside `forward` into the run on its first call (DSPy calls this first).
+
+    Such a predictor is no attribute of the program, so activation never guarded it; without this its
+    calls would escape the run (unchecked, and sampled again on every backtrack).
+    """
+
+    def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        if (isinstance(instance, dspy.Predict) and not isinstance(instance, _GuardMixin)
+                and not _checking.get() and _active_scope() is not None):
+            instance.__class__ = _guard_class(type(instance))
+            instance._lmassert_ephemeral = True
+
+
+_ADOPT = _AdoptPredictors()
 
 
 def _guard_class(cls: type) -> type:
@@ -1070,7 +1121,8 @@ def run_asserted(fn: Callable[[], Any], config: RunConfig) -> Any:
     try:
         _recall_cached_usage()
         usage = _TokenSink(state.add_usage, dspy.settings.get("usage_tracker"), state.add_cached_usage)
-        with dspy.context(usage_tracker=usage, **{RUN_STATE_KEY: state}):
+        callbacks = [*list(dspy.settings.get("callbacks") or []), _ADOPT]
+        with dspy.context(usage_tracker=usage, callbacks=callbacks, **{RUN_STATE_KEY: state}):
             result = state.run(fn)
         _attach_record(result, state.record)
         return result
