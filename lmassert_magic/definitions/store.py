@@ -74,6 +74,15 @@ class _State:
         self.versions += 1
         return self.versions
 
+    def put(self, table: dict[str, Any], spec: Any, make: Callable[[int], Any]) -> tuple[Any, Outcome]:
+        """Store `make(version)` under `spec.name` in `table` (signatures or constraints): the same meaning
+        keeps the old version (so every dependent stays fresh), a new one gets the next. Returns (old, outcome)."""
+        old = table.get(spec.name)
+        unchanged = old is not None and old.spec.key() == spec.key()
+        entry = make(old.version if unchanged else self.next_version())
+        table[spec.name] = entry
+        return old, Outcome(entry=entry, changed=not unchanged)
+
 
 class Transaction:
     """Changes made on a copy of the registry state; committed only if the `with` block succeeds."""
@@ -187,17 +196,8 @@ class Registry:
             if other not in (None, SIGNATURE):
                 raise RegistryError(f"{spec.name!r} is already a registered {other}; choose another name", 1)
             cls = build_signature(spec, namespace)
-            old = state.signatures.get(spec.name)
-            outcome = Outcome()
-            if old is not None and old.spec.key() == spec.key():
-                # same meaning: keep the version (and so every dependent stays fresh), refresh the rest
-                entry = SignatureEntry(spec, cls, old.version)
-                outcome.changed = False
-            else:
-                entry = SignatureEntry(spec, cls, state.next_version())
-            state.signatures[spec.name] = entry
+            old, outcome = state.put(state.signatures, spec, lambda version: SignatureEntry(spec, cls, version))
             tx.changed = True
-            outcome.entry = entry
             if old is not None and outcome.changed:
                 outcome.notes += tx.mark_stale(planner.uses_signature(spec.name),
                                                f"signature {spec.name} was redefined")
@@ -247,16 +247,9 @@ class Registry:
             if other not in (None, CONSTRAINT):
                 raise RegistryError(f"{spec.name!r} is already a registered {other}; choose another name", 1)
             constraint = build_constraint(spec, sig.spec, namespace)
-            old = state.constraints.get(spec.name)
-            outcome = Outcome()
-            if old is not None and old.spec.key() == spec.key():
-                entry = ConstraintEntry(spec, constraint, old.version)
-                outcome.changed = False
-            else:
-                entry = ConstraintEntry(spec, constraint, state.next_version())
-            state.constraints[spec.name] = entry
+            old, outcome = state.put(state.constraints, spec,
+                                     lambda version: ConstraintEntry(spec, constraint, version))
             tx.changed = True
-            outcome.entry = entry
             gone = state.constraints.pop(replaces, None) if replaces and replaces != spec.name else None
             if gone is not None:
                 outcome.notes.append(f"this cell defined {replaces} before; it is replaced by {spec.name}")
