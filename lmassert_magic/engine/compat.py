@@ -77,7 +77,7 @@ from typing import Any
 import dspy
 from dspy.signatures.signature import ensure_signature
 
-from . import runtime
+from . import defaults, runtime
 from .errors import DSPyAssertionError, DSPySuggestionError
 from .runtime import AssertedForward, RunConfig
 
@@ -340,7 +340,9 @@ class Backtracking(AssertedForward):
             return None
 
 
-def backtrack_handler(func: Callable[..., Any], bypass_suggest: bool = True, max_backtracks: int = 2) -> Backtracking:
+def backtrack_handler(
+    func: Callable[..., Any], bypass_suggest: bool = True, max_backtracks: int = defaults.MAX_BACKTRACKS
+) -> Backtracking:
     """Handler for backtracking suggestions and assertions (DSPy 2.5's default handler).
 
     Re-runs the failing step (the latest predictor call, or `target_module`'s) with `feedback`
