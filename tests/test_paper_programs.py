@@ -209,3 +209,19 @@ def test_paper_program_runs_on_two_examples_of_the_embedded_model(module):
     for prediction in asserted.predictions:
         if prediction is not None:
             assert run_record_of(prediction) is not None
+
+
+def test_run_all_prints_the_five_settings_next_to_the_paper(scripted_lm):
+    import run_all
+
+    train, dev = common.datasets("tweetgen", tweetgen.INPUTS, n_train=3, n_dev=2)
+    scripted_lm(scripted(tweet_rules({x.question: x.answer for x in train + dev})))
+    with dspy.context(rm=common.retriever("tweetgen")):
+        table = run_all.five_settings(tweetgen, train, dev, candidates=1, threads=1)
+    assert list(table) == list(common.SETTINGS)
+    assert table["Vanilla"]["metrics"]["has answer"] == 0.0  # untold and unshown, the scripted model never says it
+    assert table["Infer w/ Assert"]["metrics"]["has answer"] == 100.0
+    assert table["Compile w/ Assert"]["demos"] > 0 and table["Compile w/ Assert"]["metrics"]["has answer"] == 100.0
+    assert table["Compile"]["demos"] == 0  # the plain teacher's traces all fail the metric
+    text = run_all.render("tweetgen", tweetgen, table, len(dev))
+    assert "quality" in text and "/30.5" in text and "/45.0" in text
