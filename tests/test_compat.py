@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 import textwrap
@@ -181,3 +182,101 @@ def test_a_notebook_runs_a_dspy25_cell_after_the_magic(ip, scripted_lm):
     ip.run_cell(LEGACY_PROGRAM)
     ip.run_cell("out = tweeter(question='news?')")
     assert ip.user_ns["out"].tweet == "clean tweet"
+
+
+# ---------------------------------------------------------------- the 2.5 API beyond the ported tests
+
+
+def test_is_metric_failures_reach_the_programs_counters(scripted_lm):
+    from lmassert_magic.compat import Suggest, assert_transform_module
+
+    scripted_lm(lambda m: {"answer": "red"})
+
+    class Program(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.predictor = dspy.Predict("question -> answer")
+
+        def forward(self, question):
+            pred = self.predictor(question=question)
+            Suggest(pred.answer == "blue", "Say blue.", is_metric=True)
+            Suggest(pred.answer == "red", "never fails", is_metric=True)
+            return pred
+
+    program = assert_transform_module(Program())
+    program._suggest_failures, program._assert_failures = 0, 0  # what 2.5's BootstrapFewShot set on students
+    program(question="sky?")
+    assert program._suggest_failures == 3  # three attempts, each failing the is_metric suggestion
+    assert program._assert_failures == 0
+
+
+def test_retry_of_a_chain_of_thought_adds_past_fields_for_every_output():
+    from lmassert_magic.compat import Retry
+
+    retry = Retry(dspy.ChainOfThought("question -> answer"))
+    assert {"past_reasoning", "past_answer", "feedback"} <= set(retry.new_signature.input_fields)
+    assert list(retry.signature.output_fields) == ["reasoning", "answer"]
+
+
+def test_retry_follows_a_changed_signature_and_survives_copy_save_and_load(tmp_path, scripted_lm):
+    from lmassert_magic.compat import Retry
+
+    lm = scripted_lm(lambda m: {"answer": "blue"})
+    retry = Retry(dspy.Predict("question -> answer"))
+    retry.signature = retry.signature.with_instructions("Answer in one word.")
+    retry.demos = [dspy.Example(question="grass?", answer="green")]
+    retry.forward(question="sky?", past_outputs={"answer": "red"}, feedback="Be right.")
+    assert "Answer in one word." in lm.prompts[-1][0]["content"] and "Be right." in lm.prompts[-1][-1]["content"]
+    copy = retry.deepcopy()
+    assert copy.demos == retry.demos and copy.module is not retry.module
+    retry.save(str(tmp_path / "r.json"))
+    plain = dspy.Predict("question -> answer")
+    plain.load(str(tmp_path / "r.json"))
+    assert [dict(d)["answer"] for d in plain.demos] == ["green"]
+
+
+def test_transforming_twice_does_not_stack_two_handlers(scripted_lm):
+    from lmassert_magic.compat import assert_transform_module, backtrack_handler, noop_handler
+
+    lm = scripted_lm(lambda m: {"answer": "red"})
+
+    class Program(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.predictor = dspy.Predict("question -> answer")
+
+        def forward(self, question):
+            pred = self.predictor(question=question)
+            engine_compat.Assert(pred.answer == "blue", "Say blue.")
+            return pred
+
+    program = assert_transform_module(Program(), noop_handler)
+    assert program(question="q").answer == "red"
+    assert_transform_module(program, functools.partial(backtrack_handler, max_backtracks=1))
+    with pytest.raises(dspy_assertion_error()):
+        program(question="q")
+    assert len(lm.prompts) == 1 + 2  # the noop call, then one call with one retry
+
+
+def dspy_assertion_error():
+    return engine_compat.DSPyAssertionError
+
+
+def test_a_target_naming_the_predictor_a_retry_wraps_still_finds_the_step(scripted_lm):
+    from lmassert_magic.compat import Retry, Suggest, assert_transform_module
+
+    lm = scripted_lm(lambda m: {"answer": "blue" if "Say blue." in m[-1]["content"] else "red"})
+    original = dspy.Predict("question -> answer")
+
+    class Program(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.predictor = original
+
+        def forward(self, question):
+            pred = self.predictor(question=question)
+            Suggest(pred.answer == "blue", "Say blue.", target_module=original)  # held before the Retry mapping
+            return pred
+
+    program = assert_transform_module(Program().map_named_predictors(Retry))
+    assert program(question="q").answer == "blue" and len(lm.prompts) == 2
