@@ -280,3 +280,24 @@ def test_a_target_naming_the_predictor_a_retry_wraps_still_finds_the_step(script
 
     program = assert_transform_module(Program().map_named_predictors(Retry))
     assert program(question="q").answer == "blue" and len(lm.prompts) == 2
+
+
+def test_declared_constraints_stay_on_a_step_mapped_to_retry(scripted_lm):
+    from lmassert_magic import Constraint, activate_assertions
+    from lmassert_magic.compat import assert_transform_module
+
+    lm = scripted_lm(lambda m: {"answer": "blue" if "Say blue." in m[-1]["content"] else "red"})
+
+    class Holder(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.predictor = dspy.Predict("question -> answer")
+
+        def forward(self, question):
+            return self.predictor(question=question)
+
+    program = activate_assertions(Holder(), constraints=[Constraint("blue", lambda answer: answer == "blue",
+                                                                    "Say blue.", target="predictor")])
+    assert_transform_module(program)
+    assert type(program.predictor).__name__ == "Retry"
+    assert program(question="sky?").answer == "blue" and len(lm.prompts) == 2

@@ -481,6 +481,8 @@ class Retry(dspy.Predict):
         self.train = list(getattr(base, "train", []))
         self.fields = copy.deepcopy(getattr(base, "fields", None) or {})
         self._lmassert_wraps = module  # a target naming the wrapped predictor still finds this step
+        if getattr(base, "_lmassert_constraints", None):  # declared constraints stay on the step
+            self._lmassert_constraints = list(base._lmassert_constraints)
 
     def _create_new_signature(self, signature: Any) -> Any:
         """`signature` plus a `past_<field>` input for each output field and a `feedback` input."""
