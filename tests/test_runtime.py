@@ -741,8 +741,9 @@ def test_inline_assert_in_a_parallel_worker_is_retried(scripted_lm):
     assert out.tweets == ["clean tweet", "clean tweet"]
     stats = run_record_of(out).constraints["no_hashtags_inline"]
     assert stats.checks == 2 and stats.passed_final == 1
-    # a, b, then both retried; a call of b still in flight when a's backtrack unwinds the pass is made again
-    assert 4 <= len(lm.prompts) <= 5
+    # a, b, then both retried; a call still in flight when another thread's backtrack unwinds the pass is
+    # made again (a first attempt for b, or a retry whose plan is kept for the next pass)
+    assert 4 <= len(lm.prompts) <= 6
 
 
 def test_carry_run_joins_a_raw_thread_pool_to_the_run(scripted_lm):

@@ -36,6 +36,7 @@ import functools
 import hashlib
 import logging
 import threading
+import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -91,6 +92,10 @@ class RunConfig:
     retry_temperature: float | None = DEFAULT_RETRY_TEMPERATURE
     seed: int = 0  # retries sample from rollouts derived from (seed, step, inputs, attempt)
     log: RunLog = field(default_factory=RunLog)
+    # Bring predictors created inside `forward` into the run. It needs a DSPy callback on every module
+    # call of the run (about 2 ms each), so activation turns it on only when the program's code builds
+    # predictors (None: decide at activation; a custom handler's forward is not inspected: on).
+    adopt_forward_predictors: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -345,6 +350,8 @@ class _Scope:
         except Exception:
             root.count_failed_call()
             raise
+        if plan is not None and not self._is_current():
+            root.set_plan(key, plan)  # a retry abandoned in flight by another thread's backtrack: redo it
         self._ensure_current()
         record = _CallRecord(predictor, name, inputs, key, main_index=len(root.calls))
         constraints = getattr(predictor, "_lmassert_constraints", ()) if root.config.mode != OFF else ()
@@ -444,6 +451,9 @@ class _Scope:
         )
 
     # -- what differs between the main scope and a branch -------------------------------------------
+    def _is_current(self) -> bool:
+        return True
+
     def _ensure_current(self) -> None:
         pass
 
@@ -762,8 +772,11 @@ class _Branch(_Scope):
         self.calls: list[_CallRecord] = []
         self.occurrence: Counter[str] = Counter()
 
+    def _is_current(self) -> bool:
+        return self.pass_id == self.root.pass_id
+
     def _ensure_current(self) -> None:
-        if self.pass_id != self.root.pass_id:
+        if not self._is_current():
             raise _Backtrack(None)  # the run moved on without this thread: stop spending its budget
 
     def _step_key(self, index: int, name: str, inputs: dict[str, Any]) -> tuple:
@@ -1121,8 +1134,10 @@ def run_asserted(fn: Callable[[], Any], config: RunConfig) -> Any:
     try:
         _recall_cached_usage()
         usage = _TokenSink(state.add_usage, dspy.settings.get("usage_tracker"), state.add_cached_usage)
-        callbacks = [*list(dspy.settings.get("callbacks") or []), _ADOPT]
-        with dspy.context(usage_tracker=usage, callbacks=callbacks, **{RUN_STATE_KEY: state}):
+        extra: dict[str, Any] = {}
+        if config.adopt_forward_predictors is not False:
+            extra["callbacks"] = [*list(dspy.settings.get("callbacks") or []), _ADOPT]
+        with dspy.context(usage_tracker=usage, **extra, **{RUN_STATE_KEY: state}):
             result = state.run(fn)
         _attach_record(result, state.record)
         return result
@@ -1163,7 +1178,39 @@ def run_record_of(prediction: Any) -> RunRecord | None:
     return getattr(prediction, "_lmassert_record", None)
 
 
+_PREDICTOR_NAMES = frozenset(
+    name for name, obj in vars(dspy).items() if isinstance(obj, type) and issubclass(obj, dspy.Module)
+) - {"Module"}
+
+
+def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+def builds_predictors(program: dspy.Module) -> bool:
+    """Whether the code of `program` (or of a sub-module) names a DSPy module class inside a method,
+    e.g. `dspy.Predict(AssessTweet)(...)` in `forward`: such predictors are made at run time."""
+    modules = [program, *(m for _, m in program.named_sub_modules())]
+    for module in modules:
+        for cls in type(module).__mro__:
+            if cls.__module__.startswith(("dspy.", "lmassert_magic.")) or cls is object:
+                continue
+            for attr in vars(cls).values():
+                func = getattr(attr, "__func__", attr)
+                code = getattr(func, "__code__", None)
+                if code is None or func is getattr(cls, "__init__", None):
+                    continue
+                if any(_PREDICTOR_NAMES.intersection(c.co_names) for c in _code_objects(code)):
+                    return True
+    return False
+
+
 def _set_activation(program: dspy.Module, config: RunConfig) -> dspy.Module:
+    if config.adopt_forward_predictors is None:
+        config.adopt_forward_predictors = builds_predictors(program)
     guard_predictors(program)
     if isinstance(program.__dict__.get("forward"), AssertedForward):
         del program.__dict__["forward"]
