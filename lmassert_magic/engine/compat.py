@@ -34,11 +34,11 @@ Where this package deliberately differs, and why:
   outputs; the target is retried and the steps after it run again once.
 * **Constraints are re-checked on the final output.** A retry made for one constraint re-checks
   the others on the new output, and a verdict counts on the output the program returns.
-* **`target_module` always means something.** In 2.5 a `ChainOfThought` module, a list of
-  modules or a Signature class never matched the trace (which held the inner `Retry`), so the
-  program was re-run unchanged and no step saw the feedback. Here a module matches the predictors
-  inside it, a list matches its members, a Signature class matches predictors with it, and a
-  target that matches nothing raises `TargetNotFoundError`.
+* **`target_module` always means something.** In 2.5 a list of modules (MultiHopQA's
+  `target_module=self.generate_query`) or a Signature class never matched the trace, so the call
+  was re-run from the top with no feedback anywhere (only an error in the log). Here a module
+  matches the predictors inside it, a list matches its members, a Signature class matches
+  predictors with it, and a target that matches nothing raises `TargetNotFoundError`.
 * **A `Suggest` with no handler at all logs and continues** (2.5 raised `DSPySuggestionError`,
   as if assertions were active when they were not); an `Assert` raises, as in 2.5.
 * **Identity and state of errors.** `id` is the constraint's name (`name=...`, else its call site

@@ -286,7 +286,7 @@ def test_an_assertion_failing_every_time_gets_the_whole_budget():
     assert len(lm.history) == 3  # 2.5 raised the first error after 2 attempts, leaving a retry unused
 
 
-@differs_from_25
+@pytest.mark.skipif(ON_DSPY25, reason="2.5 retried here too, but its ChainOfThought names the field `rationale`")
 def test_a_chain_of_thought_target_is_retried():
     class Tweeter(dspy.Module):
         def __init__(self):
@@ -301,7 +301,7 @@ def test_a_chain_of_thought_target_is_retried():
     lm = DummyLM([{"reasoning": "r", "tweet": "#sky"}, {"reasoning": "r", "tweet": "sky"}])
     dspy.settings.configure(lm=lm, trace=[])
     program = assert_transform_module(Tweeter().map_named_predictors(dspy.Retry), backtrack_handler)
-    assert program(question="sky?").tweet == "sky"  # 2.5 matched nothing and re-ran the program unchanged
+    assert program(question="sky?").tweet == "sky"
     assert "No hashtags." in prompts(lm)[-1]
 
 
@@ -325,6 +325,7 @@ def test_a_list_target_retries_its_latest_member():
     program = assert_transform_module(Hops().map_named_predictors(dspy.Retry), backtrack_handler)
     assert program(question="q").queries == ["a", "b"]
     assert len(lm.history) == 3  # the first hop is replayed, not asked again
+    assert "Query should be distinct." in prompts(lm)[-1]  # 2.5: "Module not found in trace", no feedback anywhere
 
 
 @differs_from_25
