@@ -107,11 +107,6 @@ HANDLER_KEY = "lmassert_compat_handler"
 _metric_lock = threading.Lock()
 
 
-def _build_error_msg(feedback_msgs: list[str]) -> str:
-    """The feedback text of several messages, one per line (as 2.5 built it)."""
-    return "\n".join(feedback_msgs)
-
-
 def _call_site(hard: bool, depth: int = 2) -> str:
     """`Suggest@file.py:42`: an inline constraint's name when it has none (its message may quote the output)."""
     kind = "Assert" if hard else "Suggest"
