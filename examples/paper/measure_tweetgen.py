@@ -48,7 +48,8 @@ class StepCounter(BaseCallback):
         label = None
         if isinstance(instance, dspy.Predict):
             kwargs = inputs.get("kwargs", inputs)
-            label = instance.signature.__name__ + (" (retry)" if "feedback" in kwargs else "")
+            outputs = [f for f in instance.signature.output_fields if f != "reasoning"]
+            label = "->".join(outputs) + (" (retry)" if "feedback" in kwargs else "")
         self.stack.append(label)
 
     def on_module_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
@@ -123,9 +124,17 @@ source = source.replace(
 )
 program = {}
 exec(compile(source, "tweetgen_dspy25.py", "exec"), program)
+import logging
+class NotFound(logging.Handler):
+    count = 0
+    def emit(self, record):
+        if "not found in trace" in record.getMessage():
+            NotFound.count += 1
+logging.getLogger("dspy.primitives.assertions").addHandler(NotFound())
 out = {}
 for label, make in (("plain", program["plain_program"]), ("asserted", program["asserted_program"])):
     calls["n"] = 0
+    history_before, NotFound.count = len(lm.history), 0
     prog, errors, tweets, passed = make(), [], [], 0
     start = time.perf_counter()
     for ex in task["examples"]:
@@ -136,23 +145,36 @@ for label, make in (("plain", program["plain_program"]), ("asserted", program["a
         except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}"[:300]); tweets.append(None)
     n = len(task["examples"])
-    out[label] = {"requests/ex": calls["n"] / n, "errors": errors, "three checks passed": f"{passed} of {n}",
-                  "seconds": round(time.perf_counter() - start, 1), "tweets": tweets}
+    entries = lm.history[history_before:]
+    retries = sum(1 for e in entries if "past_" in json.dumps(e.get("messages") or e.get("prompt") or ""))
+    out[label] = {"calls/ex": len(entries) / n, "requests/ex": calls["n"] / n, "retry prompts": retries,
+                  "target not found (logged)": NotFound.count, "errors": errors,
+                  "three checks passed": f"{passed} of {n}", "seconds": round(time.perf_counter() - start, 1),
+                  "tweets": tweets}
+if task["train"]:
+    for label, make in (("asserted teacher", program["asserted_program"]), ("plain teacher", program["plain_program"])):
+        train = [dspy.Example(**ex).with_inputs("question", "answer") for ex in task["train"]]
+        optimizer = dspy.BootstrapFewShot(metric=program["overall_metric"], max_bootstrapped_demos=2,
+                                          max_labeled_demos=0, max_errors=len(train))
+        compiled = optimizer.compile(program["plain_program"](), teacher=make(), trainset=train)
+        out[f"demos, {label}"] = {name: len(p.demos) for name, p in compiled.named_predictors()}
 print(json.dumps(out))
 '''
 
 
-def measure_dspy25(python: str, n: int) -> dict[str, Any]:
+def measure_dspy25(python: str, n: int, n_train: int = 0) -> dict[str, Any]:
     from lmassert_magic.datasets import load_study
     from lmassert_magic.lm import local_server_url
 
     study = load_study(tweetgen.STUDY)
     examples = [{"question": x.question, "answer": x.answer} for x in study.dev[:n]]
+    train = [{"question": x.question, "answer": x.answer} for x in study.train[:n_train]]
     retrieve_py = str(Path(common.__file__).resolve().parents[2] / "lmassert_magic" / "retrieve.py")
     with tempfile.TemporaryDirectory() as tmp:
         task = Path(tmp) / "task.json"
-        task.write_text(json.dumps({"examples": examples, "passages": list(study.passages), "url": local_server_url(),
-                                    "program": str(HERE / "tweetgen.py"), "retrieve_py": retrieve_py}))
+        task.write_text(json.dumps({"examples": examples, "train": train, "passages": list(study.passages),
+                                    "url": local_server_url(), "program": str(HERE / "tweetgen.py"),
+                                    "retrieve_py": retrieve_py}))
         env = {**os.environ, "DSP_CACHEDIR": str(Path(tmp) / "c"), "DSPY_CACHEDIR": str(Path(tmp) / "c"),
                "LITELLM_LOG": "ERROR"}
         done = subprocess.run([python, "-c", DSPY25_DRIVER, str(task)], capture_output=True, text=True, env=env)
@@ -167,18 +189,21 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=0, help="train examples to bootstrap demos from (0: skip)")
     parser.add_argument("--dspy25", default=None, help="python of a venv with dspy==2.5.43 and rank_bm25")
     parser.add_argument("--max-tokens", type=int, default=None, help="the embedded model's max_tokens")
+    parser.add_argument("--only-dspy25", action="store_true", help="skip the DSPy 3 measurements")
     args = parser.parse_args()
 
     from lmassert_magic.lm import configure_lm
 
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)  # cold, like the DSPy 2.5.43 run
     configure_lm("local", **({"max_tokens": args.max_tokens} if args.max_tokens else {}))
     dspy.configure(rm=common.retriever(tweetgen.STUDY), trace=[])
-    report: dict[str, Any] = {"DSPy 3 + lmassert_magic": measure_dspy3(args.n)}
-    if args.train:
-        report["bootstrapped demos"] = bootstrap_demos(args.train)
+    parts = [] if args.only_dspy25 else [("DSPy 3 + lmassert_magic", lambda: measure_dspy3(args.n))]
     if args.dspy25:
-        report["DSPy 2.5.43"] = measure_dspy25(args.dspy25, args.n)
-    print(json.dumps(report, indent=2, default=str))
+        parts.append(("DSPy 2.5.43", lambda: measure_dspy25(args.dspy25, args.n, args.train)))
+    if args.train and not args.only_dspy25:
+        parts.append(("bootstrapped demos", lambda: bootstrap_demos(args.train)))
+    for title, measure in parts:  # each part printed as soon as it is done
+        print(json.dumps({title: measure()}, indent=2, default=str), flush=True)
 
 
 if __name__ == "__main__":
