@@ -131,14 +131,15 @@ def test_compile_without_assertions_runs_inline_constraints_off(scripted_lm):
 # ---------------------------------------------------------------- where counterexamples show up
 
 
-def test_counterexamples_appear_in_retry_prompts_only_by_default(scripted_lm):
-    def respond(messages):
-        q = question_of(messages)
-        if FIX in messages[-1]["content"]:
-            return {"tweet": f"answer-{q}"}
-        return {"tweet": f"answer-{q} #tag"}
+def _fixes_on_feedback(messages):
+    q = question_of(messages)
+    if FIX in messages[-1]["content"]:
+        return {"tweet": f"answer-{q}"}
+    return {"tweet": f"answer-{q} #tag"}
 
-    scripted_lm(respond)
+
+def test_counterexamples_appear_in_retry_prompts_only_by_default(scripted_lm):
+    scripted_lm(_fixes_on_feedback)
     outcome = compile_program(dspy.Predict(Tweet), train(3), metric, constraints=[hashtags()],
                               max_bootstrapped_demos=2, max_labeled_demos=0)
     assert outcome.counterexample_mode == "retry"
@@ -148,13 +149,7 @@ def test_counterexamples_appear_in_retry_prompts_only_by_default(scripted_lm):
 
 
 def test_counterexamples_can_be_put_in_the_normal_prompt(scripted_lm):
-    def respond(messages):
-        q = question_of(messages)
-        if FIX in messages[-1]["content"]:
-            return {"tweet": f"answer-{q}"}
-        return {"tweet": f"answer-{q} #tag"}
-
-    scripted_lm(respond)
+    scripted_lm(_fixes_on_feedback)
     outcome = compile_program(dspy.Predict(Tweet), train(3), metric, constraints=[hashtags()],
                               max_bootstrapped_demos=2, max_labeled_demos=0, counterexamples="prompt")
     assert outcome.counterexample_mode == "prompt"
