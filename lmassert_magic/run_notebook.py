@@ -7,6 +7,8 @@ Jupyter; exits non-zero if any cell fails, so CI catches broken notebooks.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import sys
@@ -43,6 +45,52 @@ def execute(path: Path, out_dir: Path, *, timeout: int, small: int | None, inpla
                 os.environ[key] = value
 
 
+#: Where a run's facts go in the notebook's metadata (a test compares `code_hash` with the sources).
+METADATA_KEY = "lmassert"
+
+#: Appended as a last cell and removed after the run: reads the run's facts from inside the kernel.
+_FACTS_CELL = "from lmassert_magic.run_notebook import kernel_facts as _f; print(_f(globals())); del _f"
+
+
+def code_hash(notebook: Any) -> str:
+    """A digest of the code cells' sources: outputs recorded under another digest are stale."""
+    digest = hashlib.sha256()
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            digest.update(cell.source.strip().encode("utf-8") + b"\0")
+    return digest.hexdigest()
+
+
+def kernel_facts(namespace: dict[str, Any]) -> str:
+    """JSON of what the notebook's ablation runs used: dev and train sizes, seeds, versions, model.
+
+    Runs inside the kernel, at the end of a headless run: sizes are read from the results the
+    notebook made, not from what the notebook asked for.
+    """
+    import dspy
+
+    from . import __version__
+    from .engine.ablation import AblationResult
+
+    results = []
+    for value in list(namespace.values()):
+        result = getattr(value, "result", value)
+        if isinstance(result, AblationResult) and all(result is not r for r in results):
+            results.append(result)
+    n_dev = max((s.n for r in results for s in r.settings.values()), default=0)
+    n_train = max((s.compile.n_examples for r in results for s in r.settings.values() if s.compile), default=0)
+    lm = dspy.settings.lm
+    return json.dumps({
+        "n_dev": n_dev,
+        "n_train": n_train,
+        "seeds": sorted({r.seed for r in results if r.seed is not None}),
+        "model": getattr(lm, "model", None),
+        "lmassert_magic": __version__,
+        "dspy": getattr(dspy, "__version__", None),
+        "python": sys.version.split()[0],
+    })
+
+
 def _run(notebook: Any, path: Path, out_dir: Path, *, timeout: int, inplace: bool) -> Path:
     import nbformat
     from jupyter_client.manager import KernelManager
@@ -50,6 +98,7 @@ def _run(notebook: Any, path: Path, out_dir: Path, *, timeout: int, inplace: boo
     from nbconvert import HTMLExporter
 
     code_cells = [i for i, c in enumerate(notebook.cells) if c.cell_type == "code"]
+    notebook.cells.append(nbformat.v4.new_code_cell(_FACTS_CELL))
     start = time.perf_counter()
     cell_start = [start]
 
@@ -58,7 +107,9 @@ def _run(notebook: Any, path: Path, out_dir: Path, *, timeout: int, inplace: boo
 
     def on_cell_executed(cell: Any, cell_index: int, execute_reply: Any) -> None:
         # one line per cell, so a long headless run shows where it is
-        position = code_cells.index(cell_index) + 1 if cell_index in code_cells else 0
+        if cell_index not in code_cells:
+            return  # the facts cell
+        position = code_cells.index(cell_index) + 1
         first = (cell.source.strip().splitlines() or [""])[0][:70]
         now = time.perf_counter()
         print(f"  [{position}/{len(code_cells)}] {now - cell_start[0]:6.1f}s  {first}", flush=True)
@@ -91,10 +142,19 @@ def _run(notebook: Any, path: Path, out_dir: Path, *, timeout: int, inplace: boo
     try:
         client.execute()
     finally:
+        facts_cell = notebook.cells.pop()
         if manager.has_kernel:  # the client does not own a kernel manager it was given
             manager.shutdown_kernel(now=False)
         shutil.rmtree(sockets, ignore_errors=True)
     seconds = time.perf_counter() - start
+    facts = json.loads("".join(o.get("text", "") for o in facts_cell.get("outputs", []) if o.get("name") == "stdout"))
+    facts.update(
+        wall_seconds=round(seconds, 1),
+        small=os.environ.get("LMASSERT_SMALL") or None,
+        executed=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        code_hash=code_hash(notebook),
+    )
+    notebook.metadata[METADATA_KEY] = facts
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = path if inplace else out_dir / path.name
     nbformat.write(notebook, executed)

@@ -35,3 +35,48 @@ def test_a_failing_cell_shows_the_end_of_its_traceback(tmp_path, capfd):
     assert main([str(nb), "--out", str(tmp_path / "out")]) != 0
     _, err = capfd.readouterr()
     assert "the real reason" in err
+
+
+def test_records_the_run_in_the_notebook_metadata_and_leaves_no_extra_cell(tmp_path, capfd):
+    from lmassert_magic.run_notebook import METADATA_KEY, code_hash
+
+    nb = _notebook(tmp_path / "t.ipynb", "x = 1", "print(x + 1)")
+    assert main([str(nb), "--out", str(tmp_path / "out")]) == 0
+    out, _ = capfd.readouterr()
+    assert "[3/" not in out and "kernel_facts" not in out
+    executed = nbformat.read(tmp_path / "out" / "t.ipynb", as_version=4)
+    assert [c.source for c in executed.cells] == ["x = 1", "print(x + 1)"]
+    facts = executed.metadata[METADATA_KEY]
+    assert facts["code_hash"] == code_hash(nbformat.read(nb, as_version=4))
+    assert facts["n_dev"] == 0 and facts["n_train"] == 0  # no ablation ran
+    assert facts["wall_seconds"] > 0 and facts["lmassert_magic"] and facts["dspy"]
+
+
+def test_code_hash_changes_with_code_not_with_outputs_or_markdown():
+    from nbformat.v4 import new_markdown_cell, new_output
+
+    from lmassert_magic.run_notebook import code_hash
+
+    book = new_notebook(cells=[new_code_cell("x = 1"), new_markdown_cell("text")])
+    before = code_hash(book)
+    book.cells[0].outputs = [new_output("stream", name="stdout", text="1")]
+    book.cells[1].source = "other text"
+    assert code_hash(book) == before
+    book.cells[0].source = "x = 2"
+    assert code_hash(book) != before
+
+
+def test_kernel_facts_reads_sizes_from_the_results_the_notebook_made():
+    import json
+
+    from lmassert_magic.engine.ablation import AblationResult, CompileSummary, ExampleResult, SettingResult
+    from lmassert_magic.run_notebook import kernel_facts
+
+    def setting(key, n_dev, n_train):
+        examples = [ExampleResult(i, {}, {}, 1.0, None) for i in range(n_dev)]
+        return SettingResult(key, examples, compile=CompileSummary(n_examples=n_train) if n_train else None)
+
+    result = AblationResult(settings={"vanilla": setting("vanilla", 7, 0), "compile": setting("compile", 7, 5)}, seed=3)
+    report = type("Report", (), {"result": result})()
+    facts = json.loads(kernel_facts({"report": report, "same": result, "other": 42}))
+    assert (facts["n_dev"], facts["n_train"], facts["seeds"]) == (7, 5, [3])
