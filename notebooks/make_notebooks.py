@@ -243,6 +243,37 @@ a 2-core laptop), or run `%%compile` on your own larger data."""),
    the `.py` and find your constraints in it."""),
 ]
 
+# ---------------------------------------------------------------------------------------- 05 TweetGen, full size
+
+FULL_INTRO = """# TweetGen at full size: the quickstart on every dev example
+
+The quickstart's pipeline, constraints, judges and seed, run on the whole TweetGen dev split (40
+examples) with 40 training examples for the compiled settings. At 6 examples the quickstart can
+show how assertions work but not whether they help; here the intervals are narrow enough that some
+differences can be told from noise, and the generated sentences say which. The committed outputs
+are one such run on the embedded model (its sizes, seed, versions and wall time are in the
+notebook's `lmassert` metadata)."""
+
+FULL_OUTRO = """This is the largest TweetGen run the shipped data allow (40 dev examples). The intervals
+above are what 40 examples can resolve: a difference of a few points stays noise. With a larger
+model (`%lm openai/...`, or any OpenAI-compatible server) the same cells measure that model."""
+
+
+def full_size(cells: list[tuple[str, str]], intro: str, outro: str, full: int) -> list[tuple[str, str]]:
+    """The quickstart's cells at another size: only the framing text and N change."""
+    small_setup = SETUP.format(full=6)
+    out = [("md", intro)]
+    for kind, src in cells[1:]:
+        if src == small_setup:
+            src = SETUP.format(full=full)
+        elif src.startswith("At 6 examples"):
+            src = outro
+        out.append((kind, src))
+    return out
+
+
+TWEETGEN_FULL = full_size(QUICKSTART, FULL_INTRO, FULL_OUTRO, full=40)
+
 # ---------------------------------------------------------------------------------------- 02 MultiHop
 
 MULTIHOP = [
@@ -526,6 +557,7 @@ NOTEBOOKS = {
     "02_multihop_qa.ipynb": MULTIHOP,
     "03_longform_qa_citations.ipynb": LONGFORM,
     "04_quiz_gen.ipynb": QUIZGEN,
+    "05_tweetgen_full.ipynb": TWEETGEN_FULL,
 }
 
 

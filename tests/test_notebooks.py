@@ -24,13 +24,29 @@ pytestmark = [
 ]
 
 
-def test_there_are_four_case_studies():
+#: 05 is the quickstart at full size (same code cells but N): running it on a slice repeats 01.
+RUN_ON_A_SLICE = [p for p in NOTEBOOKS if p.name != "05_tweetgen_full.ipynb"]
+
+
+def test_there_are_four_case_studies_and_a_full_size_quickstart():
     assert [p.name for p in NOTEBOOKS] == [
         "01_quickstart.ipynb", "02_multihop_qa.ipynb", "03_longform_qa_citations.ipynb", "04_quiz_gen.ipynb",
+        "05_tweetgen_full.ipynb",
     ]
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_full_size_tweetgen_runs_the_quickstart_code_with_n_40():
+    def code(name):
+        book = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+        return [c.source for c in book.cells if c.cell_type == "code"]
+
+    quick, full = code("01_quickstart.ipynb"), code("05_tweetgen_full.ipynb")
+    differing = [(a, b) for a, b in zip(quick, full) if a != b]
+    assert len(quick) == len(full) and len(differing) == 1
+    assert "SMALL or 6" in differing[0][0] and "SMALL or 40" in differing[0][1]
+
+
+@pytest.mark.parametrize("notebook", RUN_ON_A_SLICE, ids=lambda p: p.stem)
 def test_notebook_runs_offline_and_shows_the_report(notebook, tmp_path, monkeypatch):
     for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
         monkeypatch.delenv(key, raising=False)
