@@ -14,6 +14,7 @@ One run of the quickstart at its default size (6 train / 6 dev) takes a few minu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -58,7 +59,25 @@ def run_once(out: Path, n: int, threads: int) -> None:
     payload["outputs"] = {
         key: [e.outputs for e in res.examples] for key, res in report.settings.items()
     }
+    payload["requests"] = _request_log()
     out.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str), encoding="utf-8")
+
+
+def _request_log() -> list[dict]:
+    """Every LM request of the run in order: what was sent and what came back (to find where runs part)."""
+    from dspy.clients.base_lm import GLOBAL_HISTORY
+
+    log = []
+    for entry in GLOBAL_HISTORY:
+        messages = entry.get("messages") or [{"role": "user", "content": entry.get("prompt")}]
+        sent = json.dumps(messages, sort_keys=True, default=str)
+        log.append({
+            "sent": hashlib.sha256(sent.encode()).hexdigest()[:16],
+            "kwargs": {k: v for k, v in (entry.get("kwargs") or {}).items() if k != "response_format"},
+            "last_message": str(messages[-1].get("content"))[-300:],
+            "outputs": entry.get("outputs"),
+        })
+    return log
 
 
 def launch(out: Path, n: int, threads: int, workdir: Path) -> float:
@@ -75,8 +94,15 @@ def launch(out: Path, n: int, threads: int, workdir: Path) -> float:
 
 def differences(a: dict, b: dict, limit: int = 8) -> list[str]:
     found = []
-    for table in (*TABLES, "outputs"):
+    for table in (*TABLES, "outputs", "requests"):
         left, right = a[table], b[table]
+        if table == "requests":
+            for i, (x, y) in enumerate(zip(left, right)):
+                if x != y:
+                    found.insert(0, f"first differing LM request: #{i} of {len(left)} / {len(right)}:\n"
+                                    f"      run A: {json.dumps(x)[:600]}\n      run B: {json.dumps(y)[:600]}")
+                    break
+            continue
         if table == "outputs":
             for key in left:
                 for i, (x, y) in enumerate(zip(left[key], right.get(key, []))):
