@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "magics": 3,
     "": 4,  # lmassert_magic/__init__.py
     "run_notebook": 4,
+    "workshop": 4,  # lmassert-workshop: the offline kit for a workshop room
 }
 LAYER_NAMES = {0: "engine/lm", 1: "definitions", 2: "report", 3: "magics", 4: "entry points"}
 
