@@ -307,7 +307,7 @@ def merge_disk_cache(source: Path, target: Path) -> int:
 
     added = 0
     with FanoutCache(directory=str(source), shards=16) as src, FanoutCache(directory=str(target), shards=16) as dst:
-        for key in src.iterkeys():
+        for key in src:
             if key not in dst:
                 dst.set(key, src.get(key))
                 added += 1
