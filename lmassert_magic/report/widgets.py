@@ -2,7 +2,7 @@
 
 Why pages: a compile can leave thousands of demos and counterexamples; rendering one page at a
 time keeps building the widget and switching filters fast. Every HTML widget value is produced by
-`report.html`, which escapes all LM and user text (the `HTML` widget injects its value raw).
+`report.static_html`, whose templates clean and escape all LM and user text (the `HTML` widget injects its value raw).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import ipywidgets as W
 
 from ..engine.ablation import AblationResult
 from ..engine.records import Counterexample
-from . import html as H
+from . import model as M
+from . import static_html as H
+from .escape import secrets_hidden
 
 T = TypeVar("T")
 PAGE_SIZE = 20
@@ -62,18 +64,18 @@ class Pager(W.VBox, Generic[T]):
         self.position.value = f"{start + 1}–{start + len(chunk)} of {n}" if n else "0 of 0"
         self.prev_button.disabled = self.page == 0
         self.next_button.disabled = self.page >= self.pages - 1
-        with H.secrets_hidden():
+        with secrets_hidden():
             self.body.value = self._render(chunk)
 
 
 class ReportWidget(W.VBox):
     """The report as widgets; parts are attributes so tests (and users) can reach them."""
 
-    @H.hiding_secrets
+    @M.hiding_secrets
     def __init__(self, result: AblationResult, page_size: int = PAGE_SIZE) -> None:
         self.result = result
-        rows = H.setting_rows(result)
-        comparisons = H.comparisons_frame(result)
+        rows = M.setting_rows(result)
+        comparisons = M.comparisons_frame(result)
         self.banner = W.HTML(H.banner_html(result))
         self.warnings = W.HTML(H.warnings_html(result, rows))
         self.headline = W.HTML(H.headline_html(result))
@@ -89,11 +91,11 @@ class ReportWidget(W.VBox):
         # demos: filter by (setting, predictor)
         self._demo_items = [
             (setting, predictor, i, demo)
-            for setting, predictor, demos in H.demo_groups(result)
+            for setting, predictor, demos in M.demo_groups(result)
             for i, demo in enumerate(demos)
         ]
         demo_options: list[tuple[str, Any]] = [(f"all ({len(self._demo_items)})", ALL)]
-        for setting, predictor, demos in H.demo_groups(result):
+        for setting, predictor, demos in M.demo_groups(result):
             cx = sum(1 for d in demos if "feedback" in d)
             demo_options.append((f"{setting} · {predictor} ({len(demos)}, {cx} from counterexamples)",
                                  (setting, predictor)))
@@ -126,7 +128,7 @@ class ReportWidget(W.VBox):
         cx_tab = W.VBox([W.HBox([self.constraint_filter, self.phase_filter]), self.cx_pager])
 
         # failed examples
-        self._failures = H.failed_examples(result)
+        self._failures = M.failed_examples(result)
         self.failures_pager: Pager[Any] = Pager(self._failures, H.failures_rows_html, page_size)
 
         self.tabs = W.Tab(children=[passrate_tab, self.comparisons, costs_tab, demos_tab, cx_tab,
