@@ -126,6 +126,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=6, help="train and dev examples (the quickstart's default: 6)")
     parser.add_argument("--threads", type=int, default=2, help="threads of the third run (1: skip it)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the runs' JSON tables in this directory")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="a run kept earlier (--keep): compare against it instead of making run 1 "
+                             "(e.g. to check that a refactor leaves the tables as they were)")
+    parser.add_argument("--repeats", type=int, default=2, help="one-thread runs to make (default 2)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -134,9 +138,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        plan = [("run 1", 1), ("run 2", 1)] + ([(f"run 3 ({args.threads} threads)", args.threads)]
-                                                if args.threads > 1 else [])
         results = {}
+        if args.reference is not None:
+            results[f"reference {args.reference.name}"] = json.loads(args.reference.read_text(encoding="utf-8"))
+        first = len(results) + 1
+        plan = [(f"run {first + i}", 1) for i in range(args.repeats)]
+        if args.threads > 1:
+            plan.append((f"run {first + len(plan)} ({args.threads} threads)", args.threads))
         for label, threads in plan:
             workdir = base / label.split(" (")[0].replace(" ", "_")
             workdir.mkdir()
