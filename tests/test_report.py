@@ -259,6 +259,17 @@ def test_env_switch_turns_widgets_off(monkeypatch: pytest.MonkeyPatch, real: Abl
     assert WIDGET_MIME not in CompileReport(real)._repr_mimebundle_()
 
 
+def test_bundle_honours_include_and_exclude(monkeypatch: pytest.MonkeyPatch, real: AblationResult) -> None:
+    """IPython's `include` / `exclude`: a view left out is not in the bundle, nor rendered at all."""
+    report = CompileReport(real, widgets=True)
+    assert set(report._repr_mimebundle_(include={"text/plain"})) == {"text/plain"}
+    assert set(report._repr_mimebundle_(exclude={"text/html", WIDGET_MIME})) == {"text/plain"}
+    assert set(report._repr_mimebundle_(include={"text/html", WIDGET_MIME}, exclude={WIDGET_MIME})) == {"text/html"}
+    assert set(report._repr_mimebundle_(include=set(), exclude=set())) == {"text/plain", "text/html", WIDGET_MIME}
+    monkeypatch.setattr(CompileReport, "html", lambda self: pytest.fail("the excluded HTML was rendered"))
+    assert "text/plain" in report._repr_mimebundle_(exclude={"text/html"})
+
+
 def test_ipython_display_formatter_uses_the_bundle(bare_ip: Any, real: AblationResult) -> None:
     data, _ = bare_ip.display_formatter.format(CompileReport(real))
     assert "lmassert-chart" in data["text/html"]

@@ -7,7 +7,6 @@ tables stay reachable as pandas DataFrames in `report.tables`.
 
 from __future__ import annotations
 
-import os
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ import pandas as pd
 
 from ..engine.ablation import AblationResult
 from .escape import hide_secrets_in, secrets_hidden
+from .frontend import WIDGET_MIME, widget_frontend_available
 from .model import rendering_once, summary_lines
 from .progress import progress_reporter
 from .static_html import ROW_LIMIT, render_html
@@ -22,27 +22,6 @@ from .text import render_text
 
 if TYPE_CHECKING:
     from .widgets import ReportWidget
-
-WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-
-
-def widget_frontend_available() -> bool:
-    """True inside a Jupyter kernel with ipywidgets importable (a terminal IPython has no frontend).
-
-    `LMASSERT_WIDGETS=0` forces the static view (e.g. for a headless run whose output is exported).
-    """
-    if os.environ.get("LMASSERT_WIDGETS", "").strip().lower() in {"0", "false", "no", "off"}:
-        return False
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-        if shell is None or getattr(shell, "kernel", None) is None:
-            return False
-        import ipywidgets  # noqa: F401
-    except Exception:
-        return False
-    return True
 
 
 def _hidden(frame: pd.DataFrame) -> pd.DataFrame:
@@ -139,9 +118,21 @@ class CompileReport:
         return widget_frontend_available() if self.widgets is None else self.widgets
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """IPython's display hook: text, static HTML and (with a widget frontend) the widget view.
+
+        `include` / `exclude` are IPython's: a view left out is not rendered at all.
+        """
+
+        def wanted(mime: str) -> bool:
+            return (not include or mime in include) and not (exclude and mime in exclude)
+
+        bundle: dict[str, Any] = {}
         with rendering_once():  # the three views share one reading of the engine's numbers
-            bundle: dict[str, Any] = {"text/plain": self.text(), "text/html": self.html()}
-            if self._want_widget():
+            if wanted("text/plain"):
+                bundle["text/plain"] = self.text()
+            if wanted("text/html"):
+                bundle["text/html"] = self.html()
+            if wanted(WIDGET_MIME) and self._want_widget():
                 try:
                     view = self.widget()._repr_mimebundle_()
                 except Exception:  # a broken widget stack must not hide the report

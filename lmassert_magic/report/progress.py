@@ -1,13 +1,22 @@
 """Progress of a `%%compile` run: one bar per setting, advanced per example.
 
-Why so defensive: events arrive from DSPy's worker threads, the run may be in a terminal or a
-headless nbconvert kernel with no widget frontend, and a progress display must never be the
-thing that breaks a long compile. So: one lock around all state, widget updates rate-limited,
-any display error switches to plain text, and plain text is the fallback everywhere.
+The bars in a notebook are tqdm's notebook bars (`tqdm.notebook`, what `tqdm.auto` picks in a
+kernel), which also show the time spent and the time left in the phase. What tqdm does not do stays
+here: one tracker over five settings whose events arrive out of order from DSPy's worker threads
+(a late event of an earlier phase must not move a bar back), the phases (compiling, then
+evaluating, each with its own total), the overall "n/5 settings done" line, stopped settings after
+an interrupt, and the plain lines of a headless run: nbconvert keeps every carriage-return redraw of
+a terminal bar as text, so a run without a widget frontend prints one line per phase start, quarter
+and end instead.
+
+Why so defensive: a progress display must never be the thing that breaks a long compile. So: one
+lock around all state, widget updates rate-limited, any display error switches to plain text, and
+plain text is the fallback everywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -17,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ..engine.ablation import LABELS, ProgressEvent
+from .frontend import widget_frontend_available
 
 #: A widget row is redrawn at most this often (seconds), except on phase changes and at the end.
 MIN_INTERVAL = 0.1
@@ -139,15 +149,20 @@ class TextProgress(_Tracker):
 
 
 class WidgetProgress(_Tracker):
-    """One ipywidgets row per setting: name, bar, status; an overall line on top."""
+    """One ipywidgets row per setting: name, tqdm's bar with the time spent and left, status; an overall
+    line on top. `bars` are the rows' progress widgets (tqdm's), `labels` their status labels."""
 
     def __init__(self, settings: tuple[str, ...], n_train: int, n_dev: int) -> None:
         import ipywidgets as W
+        from tqdm.notebook import tqdm as notebook_bar
 
         super().__init__(settings, n_train, n_dev)
         self._W = W
+        self._notebook_bar = notebook_bar
         self._last: dict[str, float] = {}
+        self._timed: dict[str, str] = {}  # the phase each setting's clock was started for
         self.title = W.HTML(self._title())
+        self.timers: dict[str, Any] = {}  # the tqdm bar of each setting: it keeps the phase's clock
         self.bars: dict[str, Any] = {}
         self.labels: dict[str, Any] = {}
         self.box = W.VBox([self.title] + [self._make_row(r) for r in self.rows.values()])
@@ -159,10 +174,12 @@ class WidgetProgress(_Tracker):
 
     def _make_row(self, row: SettingProgress) -> Any:
         W = self._W
-        bar = W.IntProgress(value=0, min=0, max=max(1, self.n_dev), layout=W.Layout(width="260px"))
+        timer = self._notebook_bar(total=max(1, self.n_dev), display=False, leave=True, mininterval=MIN_INTERVAL,
+                                   bar_format="{bar}{elapsed} spent, {remaining} left")
+        timer.container.layout.width = "420px"
         status = W.Label(row.status())
-        self.bars[row.key], self.labels[row.key] = bar, status
-        return W.HBox([W.Label(row.label, layout=W.Layout(width="150px")), bar, status])
+        self.timers[row.key], self.bars[row.key], self.labels[row.key] = timer, timer.container.children[1], status
+        return W.HBox([W.Label(row.label, layout=W.Layout(width="150px")), timer.container, status])
 
     def added(self, row: SettingProgress) -> None:
         self.box.children = (*self.box.children, self._make_row(row))
@@ -172,17 +189,25 @@ class WidgetProgress(_Tracker):
         if not force and now - self._last.get(row.key, 0.0) < MIN_INTERVAL:
             return
         self._last[row.key] = now
-        bar, status = self.bars[row.key], self.labels[row.key]
+        timer, bar, status = self.timers[row.key], self.bars[row.key], self.labels[row.key]
         total = max(1, row.total or 1)
         if bar.max != total:
             bar.max = total
+        if row.phase in ("compile", "evaluate") and self._timed.get(row.key) != row.phase:
+            self._timed[row.key] = row.phase
+            timer.reset(total=total)  # a new phase: its own total and clock
+        timer.n = min(row.done, total)
+        timer.refresh()
         bar.value = min(row.done, total)
         bar.bar_style = {"compile": "info", "evaluate": "", "done": "success", "stopped": "warning"}.get(row.phase, "")
         status.value = row.status()
         self.title.value = self._title()
 
     def finish(self) -> None:
-        for row in self.rows.values():  # flush rows whose last update was rate-limited
+        for timer in self.timers.values():  # stop the clocks (tqdm's close), then draw the final state
+            with contextlib.suppress(Exception):
+                timer.close()
+        for row in self.rows.values():  # also flushes rows whose last update was rate-limited
             self.draw(row, force=True)
         self.title.value = self._title()
 
@@ -190,18 +215,15 @@ class WidgetProgress(_Tracker):
 def _make_view(settings: tuple[str, ...], n_train: int, n_dev: int, mode: str) -> _Tracker:
     if mode == "off":
         return _Tracker(settings, n_train, n_dev)
-    if mode in ("auto", "widget"):
-        from . import widget_frontend_available
+    if mode == "widget" or (mode == "auto" and widget_frontend_available()):
+        try:
+            view = WidgetProgress(settings, n_train, n_dev)
+            from IPython.display import display
 
-        if mode == "widget" or widget_frontend_available():
-            try:
-                view = WidgetProgress(settings, n_train, n_dev)
-                from IPython.display import display
-
-                display(view.box)
-                return view
-            except Exception:
-                pass
+            display(view.box)
+            return view
+        except Exception:
+            pass
     return TextProgress(settings, n_train, n_dev)
 
 
