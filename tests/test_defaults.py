@@ -30,7 +30,7 @@ FLAGS = {"--backtracks", "--timeout", "--seed", "--threads", "--retry-temperatur
 #: Where the shared defaults are looked for (other layers have defaults of their own, defined once there).
 SCANNED = ["engine", "definitions", "magics", "report", "registry.py", "export.py"]
 #: Engine modules still typing their defaults (the engine's owner switches them to `engine.defaults`).
-PENDING = {"engine/ablation.py", "engine/compat.py", "engine/compile.py", "engine/runtime.py", "engine/stats.py"}
+PENDING: set[str] = set()
 
 
 def test_the_compile_magic_defaults_are_the_modules():

@@ -6,8 +6,29 @@ holds the whole DSPy 2.5.43 assertion API (handlers included); `activate_asserti
 package's own entry point.
 """
 
+from .activation import (
+    activate_assertions,
+    assertion_log,
+    attach_constraints,
+    constraints_of,
+    deactivate_assertions,
+    is_activated,
+    run_asserted,
+    run_record_of,
+)
 from .compat import Assert, Retry, Suggest, assert_transform_module, backtrack_handler
 from .constraints import Constraint, lm_judge
+from .context import (
+    COLLECTORS_KEY,
+    ENFORCE,
+    OBSERVE,
+    OFF,
+    PER_CONSTRAINT,
+    SHARED,
+    RunConfig,
+    carry_run,
+    stray_predictor_calls,
+)
 from .errors import (
     AssertionFailed,
     ConstraintError,
@@ -16,28 +37,8 @@ from .errors import (
     TargetNotFoundError,
 )
 from .records import ConstraintStats, Counterexample, RunLog, RunRecord
-from .runtime import (
-    COLLECTORS_KEY,
-    ENFORCE,
-    OBSERVE,
-    OFF,
-    PER_CONSTRAINT,
-    SHARED,
-    RunConfig,
-    activate_assertions,
-    assertion_log,
-    attach_constraints,
-    carry_run,
-    constraints_of,
-    deactivate_assertions,
-    is_activated,
-    resolve_target,
-    retry_signature,
-    rollout_id,
-    run_asserted,
-    run_record_of,
-    stray_predictor_calls,
-)
+from .retry import retry_signature, rollout_id
+from .targets import resolve_target
 
 __all__ = [
     "COLLECTORS_KEY",

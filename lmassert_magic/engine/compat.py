@@ -77,9 +77,10 @@ from typing import Any
 import dspy
 from dspy.signatures.signature import ensure_signature
 
-from . import defaults, runtime
+from . import activation, defaults
+from .activation import AssertedForward
+from .context import ENFORCE, RunConfig, active_scope
 from .errors import DSPyAssertionError, DSPySuggestionError
-from .runtime import AssertedForward, RunConfig
 
 logger = logging.getLogger("lmassert_magic")
 
@@ -231,7 +232,7 @@ def _enforce(c: Constraint) -> bool:
         raise ValueError(f"{what} function should always return [bool]")
     passed = bool(c.result)
     if passed:
-        scope = runtime._active_scope()
+        scope = active_scope()
         if scope is not None:
             scope.inline_check(True, c.msg, c.target_module, hard, c.name, c.max_backtracks)
         return True
@@ -241,9 +242,9 @@ def _enforce(c: Constraint) -> bool:
         else:
             logger.info("SuggestionFailed: %s", c.msg)
         return True
-    scope = runtime._active_scope()
+    scope = active_scope()
     if scope is not None:
-        if c.is_metric and scope.root.config.mode == runtime.ENFORCE:
+        if c.is_metric and scope.root.config.mode == ENFORCE:
             _count_metric_failure(hard)
         return scope.inline_check(False, c.msg, c.target_module, hard, c.name, c.max_backtracks)
     if hard or dspy.settings.get(HANDLER_KEY, False):  # 2.5: raise (under a handler, a Suggest too)
@@ -326,7 +327,7 @@ class Backtracking(AssertedForward):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self.none_on_suggestion:
             return super().__call__(*args, **kwargs)
-        nested = runtime._active_scope() is not None
+        nested = active_scope() is not None
         try:
             return super().__call__(*args, **kwargs)
         except DSPySuggestionError:
@@ -396,16 +397,16 @@ def assert_transform_module(
     """
     if not _has_forward(module):
         raise ValueError("Module must have a forward method to have assertions handled.")
-    if module.__dict__.get("_forward") is not None or runtime.is_activated(module):
+    if module.__dict__.get("_forward") is not None or activation.is_activated(module):
         logger.info("Module %s already has a _forward method or is activated; transforming again.",
                     type(module).__name__)
     _undo_transform(module)
     _map_retry(module)
-    runtime.guard_predictors(module)
+    activation.guard_predictors(module)
     original = types.MethodType(type(module).forward, module)
     wrapped = assertion_handler(original, **handler_args)
     if isinstance(wrapped, Backtracking) and not wrapped.none_on_suggestion and wrapped.func == original:
-        runtime._set_activation(module, wrapped.config)
+        activation.set_activation(module, wrapped.config)
     else:
         module._forward = original
         module.forward = types.MethodType(handle_assert_forward(assertion_handler, **handler_args), module)
@@ -418,7 +419,7 @@ def _undo_transform(module: Any) -> None:
     module.__dict__.pop("_forward", None)
     if isinstance(module.__dict__.get("forward"), (types.MethodType, AssertedForward)):
         del module.__dict__["forward"]
-    runtime.deactivate_assertions(module)
+    activation.deactivate_assertions(module)
 
 
 def activate_assertions(self: Any, handler: Callable[..., Any] = backtrack_handler, **handler_args: Any) -> Any:

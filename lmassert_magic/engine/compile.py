@@ -14,18 +14,12 @@ from typing import Any
 
 import dspy
 
+from . import defaults
+from .activation import activate_assertions, deactivate_assertions, run_record_of
 from .constraints import Constraint
+from .context import COLLECTORS_KEY, ENFORCE, OBSERVE, OFF
 from .records import Counterexample, RunLog
-from .runtime import (
-    COLLECTORS_KEY,
-    ENFORCE,
-    OBSERVE,
-    OFF,
-    activate_assertions,
-    deactivate_assertions,
-    run_record_of,
-    tally_lm,
-)
+from .tally import tally_lm
 
 Metric = Callable[..., Any]
 OPTIMIZERS = ("bootstrap", "random_search")
@@ -36,7 +30,7 @@ def prepare_program(
     constraints: Iterable[Constraint] = (),
     *,
     mode: str = ENFORCE,
-    max_backtracks: int = 2,
+    max_backtracks: int = defaults.MAX_BACKTRACKS,
     **config: Any,
 ) -> dspy.Module:
     """A fresh copy of `program` with the constraints attached and assertions in `mode`.
@@ -54,8 +48,8 @@ def plain_copy(program: dspy.Module) -> dspy.Module:
 
 
 def assertion_aware_metric(
-    metric: Metric, soft_penalty: float = 0.1, *, keep_soft_failures: bool = False,
-    on_dropped: Callable[[], None] | None = None,
+    metric: Metric, soft_penalty: float = defaults.SOFT_PENALTY, *,
+    keep_soft_failures: bool = defaults.KEEP_SOFT_FAILURES, on_dropped: Callable[[], None] | None = None,
 ) -> Metric:
     """The metric, minus `soft_penalty` per final soft failure, and zero on any hard failure or error.
 
@@ -109,8 +103,8 @@ class CompileOutcome:
     n_failed: int = 0
     failures: list[str] = field(default_factory=list)
     dropped_soft_failures: int = 0
-    counterexample_mode: str = "retry"
-    keep_soft_failures: bool = False
+    counterexample_mode: str = defaults.COUNTEREXAMPLES
+    keep_soft_failures: bool = defaults.KEEP_SOFT_FAILURES
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -147,18 +141,18 @@ def compile_program(
     *,
     constraints: Iterable[Constraint] = (),
     with_assertions: bool = True,
-    max_backtracks: int = 2,
-    optimizer: str = "bootstrap",
+    max_backtracks: int = defaults.MAX_BACKTRACKS,
+    optimizer: str = defaults.OPTIMIZER,
     max_bootstrapped_demos: int = 4,
     max_labeled_demos: int = 4,
     num_candidate_programs: int = 4,
-    soft_penalty: float = 0.1,
-    num_threads: int = 1,
+    soft_penalty: float = defaults.SOFT_PENALTY,
+    num_threads: int = defaults.THREADS,
     on_example: Callable[[int], None] | None = None,
-    keep_soft_failures: bool = False,
-    max_errors: int | None = None,
-    counterexamples: str = "retry",
-    seed: int = 0,
+    keep_soft_failures: bool = defaults.KEEP_SOFT_FAILURES,
+    max_errors: int | None = defaults.MAX_ERRORS,
+    counterexamples: str = defaults.COUNTEREXAMPLES,
+    seed: int = defaults.SEED,
 ) -> CompileOutcome:
     """Compile with BootstrapFewShot (or its random search), optionally with an asserted teacher.
 

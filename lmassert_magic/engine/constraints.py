@@ -8,18 +8,17 @@ import inspect
 import math
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import dspy
 
+from . import defaults
 from .errors import ConstraintError
+from .tally import note_lm_call
 
 Condition = Callable[..., Any]
 Message = str | Callable[..., str]
-
-#: Checks run on a worker thread only when they have a time limit; a stuck check cannot block a run.
-DEFAULT_CHECK_TIMEOUT: float | None = None
 
 
 def _run_with_time_limit(fn: Callable[[], Any], timeout: float, name: str) -> tuple[bool, Any, BaseException | None]:
@@ -110,7 +109,7 @@ class Constraint:
     hard: bool = False
     target: Any = None
     max_backtracks: int | None = None
-    timeout: float | None = field(default_factory=lambda: DEFAULT_CHECK_TIMEOUT)
+    timeout: float | None = defaults.PYTHON_CHECK_TIMEOUT_SECONDS  # a check with a limit runs on its own thread
     source: str | None = None  # where it was defined (e.g. a cell), for error messages
 
     def __post_init__(self) -> None:
@@ -120,8 +119,8 @@ class Constraint:
             raise TypeError(f"constraint {self.name!r}: condition must be callable, got {type(self.condition)}")
         if not (isinstance(self.message, str) or callable(self.message)):
             raise TypeError(f"constraint {self.name!r}: message must be a str or a callable")
-        if self.max_backtracks is not None and self.max_backtracks < 0:
-            raise ValueError(f"constraint {self.name!r}: max_backtracks must be >= 0")
+        if self.max_backtracks is not None:
+            defaults.check_max_backtracks(self.max_backtracks, f"constraint {self.name!r}: ")
         if self.timeout is not None and not 0 < self.timeout < math.inf:
             raise ValueError(f"constraint {self.name!r}: timeout must be a positive number of seconds or None")
 
@@ -186,8 +185,6 @@ def lm_judge(question: str, /, lm: Any = None, **fields: Any) -> bool:
     Uses the configured LM (or `lm`) with a boolean output field, so it returns a real bool. The
     question is positional-only, so a field may itself be called `question`.
     """
-    from .runtime import note_lm_call
-
     text = "\n".join(f"{k}: {v}" for k, v in fields.items())
     predictor = dspy.Predict(_JudgeSignature)
     note_lm_call()

@@ -3,6 +3,7 @@
 Imports nothing from the package (nor anything else), so every layer may import it without a loop:
 the engine's functions, the definitions (`%%assert` specs), the magics' argument defaults and
 their help texts all read their defaults here. Change a default here and it changes everywhere.
+The range check of the backtrack budget (`check_max_backtracks`) lives beside its default.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "STATS_SEED",
     "SOFT_PENALTY",
     "THREADS",
+    "check_max_backtracks",
 ]
 
 #: Retries per forward call, shared by all its constraints (DSPy 2.5's budget): at most
@@ -29,8 +31,18 @@ __all__ = [
 #: `activate_assertions`, `RunConfig`, `backtrack_handler`.
 MAX_BACKTRACKS: int = 2
 
+
+def check_max_backtracks(value: int, owner: str = "") -> None:
+    """Refuse a negative number of retries: the one check of every place that takes one.
+
+    `owner` prefixes the message, e.g. "constraint 'short': ".
+    """
+    if value < 0:
+        raise ValueError(f"{owner}max_backtracks must be >= 0")
+
+
 #: How the budget is shared: "shared" (DSPy 2.5: MAX_BACKTRACKS per call for all constraints) or
-#: "per_constraint" (the names are `engine.runtime.SHARED` / `PER_CONSTRAINT`).
+#: "per_constraint" (the names are `engine.context.SHARED` / `PER_CONSTRAINT`).
 BUDGET: str = "shared"
 
 #: Seconds one check of a constraint defined with `%%assert` may take (`AssertionMagics.check_timeout`,

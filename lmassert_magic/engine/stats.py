@@ -34,6 +34,8 @@ from statsmodels.stats.contingency_tables import mcnemar as _mcnemar
 from statsmodels.stats.inter_rater import cohens_kappa as _sm_cohens_kappa
 from statsmodels.stats.proportion import proportion_confint
 
+from . import defaults
+
 __all__ = [
     "Agreement",
     "PairedDiff",
@@ -69,7 +71,7 @@ def _is_missing(value: Any) -> bool:
 # ---------------------------------------------------------------------------------------------------- rates
 
 
-def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+def proportion_interval(successes: int, n: int, confidence: float = defaults.CONFIDENCE) -> tuple[float, float]:
     """Wilson score interval of `successes` out of `n`; (nan, nan) when n == 0.
 
     Wilson rather than the normal approximation because pass rates sit near 0% and 100% at small n, where
@@ -95,7 +97,7 @@ class Rate:
     rate: float  # 0..1, nan when n == 0
     ci_low: float
     ci_high: float
-    confidence: float = 0.95
+    confidence: float = defaults.CONFIDENCE
 
     def holds(self, value: float) -> bool:
         """Whether `value` lies inside the interval (False when the interval is undefined)."""
@@ -108,7 +110,7 @@ class Rate:
         return f"{_pct(self.rate)} ({pct}% CI {_pct(self.ci_low, sign=False)}-{_pct(self.ci_high)}, n={self.n})"
 
 
-def rate_of(successes: int, n: int, confidence: float = 0.95) -> Rate:
+def rate_of(successes: int, n: int, confidence: float = defaults.CONFIDENCE) -> Rate:
     """`successes` of `n` as a :class:`Rate` with its Wilson interval."""
     low, high = proportion_interval(successes, n, confidence)
     return Rate(int(successes), int(n), successes / n if n else NAN, low, high, confidence)
@@ -155,7 +157,9 @@ def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean(x, axis=axis)
 
 
-def mean_interval(values: Iterable[float | None], confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def mean_interval(
+    values: Iterable[float | None], confidence: float = defaults.CONFIDENCE, seed: int = defaults.STATS_SEED,
+) -> tuple[float, float]:
     """Bootstrap interval of the mean of a metric that is not 0/1 (for 0/1 use :func:`proportion_interval`).
 
     Missing values (None, nan) are dropped. Degenerate cases, where resampling has nothing to vary:
@@ -194,7 +198,7 @@ class PairedDiff:
     sign_p: float  # exact two-sided sign test over the changed examples (= McNemar on 0/1 data)
     mcnemar_p: float | None = None  # exact McNemar p-value (statsmodels), for 0/1 data only
     method: str = "bootstrap"  # "BCa", "percentile", "degenerate" or "none"
-    confidence: float = 0.95
+    confidence: float = defaults.CONFIDENCE
     name_a: str = "A"
     name_b: str = "B"
 
@@ -222,8 +226,8 @@ def _majority_agrees(mean_d: float, up: int, down: int) -> bool:
 def paired_difference(
     a: Sequence[float | None],
     b: Sequence[float | None],
-    confidence: float = 0.95,
-    seed: int = 0,
+    confidence: float = defaults.CONFIDENCE,
+    seed: int = defaults.STATS_SEED,
     *,
     name_a: str = "A",
     name_b: str = "B",
@@ -446,7 +450,7 @@ class Agreement:
         return max(self.label_yes_rate, 1 - self.label_yes_rate)
 
 
-def agreement(labels: Sequence[Any], predictions: Sequence[Any], confidence: float = 0.95) -> Agreement:
+def agreement(labels: Sequence[Any], predictions: Sequence[Any], confidence: float = defaults.CONFIDENCE) -> Agreement:
     """Agreement rate (Wilson interval), Cohen's kappa and the confusion counts of predictions vs labels."""
     t = _table(labels, predictions)
     n = int(t.sum())

@@ -1,0 +1,316 @@
+"""The state of one run: its budget, feedback, verdicts, counterexamples and record.
+
+A `RunState` is also the run's main scope (`scopes.Scope`); branches share it through `root`, hence
+the lock around everything they touch. `finish` turns the verdicts into the run's `RunRecord`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import dspy
+from dspy.dsp.utils.settings import thread_local_overrides
+
+from .constraints import Constraint
+from .context import OBSERVE, PASS_KEY, RUN_STATE_KEY, SHARED, RunConfig, inside_check
+from .errors import ConstraintError, DSPyAssertionError, DSPySuggestionError
+from .records import ConstraintStats, Counterexample, RunRecord
+from .retry import RetryPlan, send_retry
+from .scopes import Backtrack, Branch, CallRecord, Scope, same_step
+from .tally import usage_numbers
+from .targets import predictor_label
+
+logger = logging.getLogger("lmassert_magic")
+
+
+@dataclass
+class _Check:
+    """One place a constraint is checked: its first verdict and its latest one."""
+
+    name: str
+    hard: bool
+    first: bool | None = None
+    last: bool | None = None
+    error: bool = False
+
+
+class RunState(Scope):
+    """One run (one top-level call of an activated program), which is also its main scope."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.root = self
+        self.config = config
+        self.record = RunRecord()
+        self.lock = threading.Lock()
+        self.checks: dict[tuple, _Check] = {}
+        self.kinds: dict[str, str] = {}
+        self.used = 0
+        self.by_constraint: Counter[str] = Counter()
+        self.by_place: Counter[tuple] = Counter()
+        self.feedback: dict[tuple, list[str]] = {}  # step -> distinct messages given to it in this run
+        self.attempts: Counter[tuple] = Counter()  # step -> retries made
+        self.plans: dict[tuple, RetryPlan] = {}
+        self.pending: dict[tuple, list[Counterexample]] = {}
+        self.uncached = 0
+        self.failed_calls = 0
+        self.pass_id = 0
+        self.calls: list[CallRecord] = []
+        self.replay: list[CallRecord] = []
+        self.branch_calls: dict[tuple, CallRecord] = {}
+        self.branch_replay: dict[tuple, CallRecord] = {}
+        self.live: set[tuple] = set()
+        self.occurrence: Counter[str] = Counter()
+        self.branch_occurrence: Counter[tuple] = Counter()
+        self.branches: dict[int, Branch] = {}
+
+    # -- driving forward ------------------------------------------------------------------
+    def run(self, fn: Callable[[], Any]) -> Any:
+        trace = dspy.settings.trace
+        mark = len(trace) if trace is not None else 0
+        while True:
+            self._begin_pass()
+            try:
+                return fn()
+            except Backtrack as bt:
+                if trace is not None:
+                    del trace[mark:]
+                with self.lock:
+                    self.replay = self.calls[: bt.index] if bt.index is not None else list(self.calls)
+                    self.branch_replay = dict(self.branch_calls)
+
+    def _begin_pass(self) -> None:
+        with self.lock:
+            self.pass_id += 1
+            self.calls = []
+            self.branch_calls = {}
+            self.live = set()
+            self.occurrence = Counter()
+            self.branch_occurrence = Counter()
+            self.branches = {}
+            self.record.passes += 1
+        overrides = thread_local_overrides.get()
+        if overrides.get(RUN_STATE_KEY) is self:  # the run's own dspy.context: worker tasks learn the pass
+            overrides[PASS_KEY] = self.pass_id
+
+    def branch_for_thread(self, pass_id: int | None) -> Branch:
+        """This worker thread's branch in the pass its task was handed out in (tasks of a thread run in turn).
+
+        A task handed out in an abandoned pass gets a stale branch, which stops at its next step.
+        """
+        ident = threading.get_ident()
+        with self.lock:
+            if pass_id is not None and pass_id != self.pass_id:
+                return self.new_branch(pass_id)
+            branch = self.branches.get(ident)
+            if branch is None:
+                branch = self.branches[ident] = self.new_branch(self.pass_id)
+            return branch
+
+    def new_branch(self, pass_id: int) -> Branch:
+        """A branch of this run for one thread's calls in pass `pass_id` (`carry_run` makes one per call)."""
+        return Branch(self, pass_id)
+
+    def _step_key(self, index: int, name: str, inputs: dict[str, Any]) -> tuple:
+        return ("main", index)
+
+    def _inline_place(self, occurrence: int) -> tuple:
+        return ("inline", occurrence)
+
+    def _replayed(self, index: int, key: tuple, predictor: Any, inputs: dict[str, Any]) -> CallRecord | None:
+        if index < len(self.replay) and key not in self.plans:
+            previous = self.replay[index]
+            if same_step(previous.predictor, predictor) and previous.inputs == inputs:
+                return previous
+            self.replay = []  # diverged: nothing further can be replayed
+        return None
+
+    def _backtrack(self, index: int, call: CallRecord) -> NoReturn:
+        raise Backtrack(index)
+
+    # -- shared bookkeeping (also used by branches, hence the lock) ----------------------------------
+    def name_of(self, predictor: Any) -> str:
+        return getattr(predictor, "_lmassert_name", None) or predictor_label(predictor)
+
+    def count_call(self, judge: bool = False) -> None:
+        with self.lock:
+            if judge and self.config.mode == OBSERVE:
+                self.record.observe_lm_calls += 1
+            else:
+                self.record.lm_calls += 1
+
+    def warn(self, message: str) -> None:
+        with self.lock:
+            self.record.warnings.append(message)
+        logger.warning(message)
+
+    def count_failed_call(self) -> None:
+        with self.lock:
+            self.failed_calls += 1
+
+    def add_usage(self, entry: dict[str, Any], cached: bool = False) -> None:
+        prompt, completion, total = usage_numbers(entry)
+        with self.lock:
+            if not cached:
+                self.uncached += 1
+            self.record.prompt_tokens += prompt
+            self.record.completion_tokens += completion
+            self.record.tokens += total
+
+    def add_cached_usage(self, entry: dict[str, Any]) -> None:
+        self.add_usage(entry, cached=True)
+
+    def take_plan(self, key: tuple) -> RetryPlan | None:
+        with self.lock:
+            return self.plans.pop(key, None)
+
+    def set_plan(self, key: tuple, plan: RetryPlan) -> None:
+        with self.lock:
+            self.plans[key] = plan
+
+    def attempts_of(self, key: tuple) -> int:
+        return self.attempts[key]
+
+    def take_budget(self, name: str, place: tuple, cap: int | None) -> bool:
+        """Spend one retry for constraint `name` at `place`, if the budget allows it."""
+        config = self.config
+        with self.lock:
+            if config.budget == SHARED:
+                if self.used >= config.max_backtracks:
+                    return False
+                if cap is not None and self.by_constraint[name] >= cap:
+                    return False
+            else:
+                limit = cap if cap is not None else config.max_backtracks
+                if self.by_place[(name, place)] >= limit:
+                    return False
+            self.used += 1
+            self.by_constraint[name] += 1
+            self.by_place[(name, place)] += 1
+            return True
+
+    def add_feedback(self, step: tuple, messages: Iterable[str]) -> list[str]:
+        with self.lock:
+            given = self.feedback.setdefault(step, [])
+            for message in messages:
+                if message not in given:
+                    given.append(message)
+            self.attempts[step] += 1
+            return list(given)
+
+    def feedback_text(self, constraint: Constraint, fields: dict[str, Any]) -> str:
+        token = inside_check.set(True)
+        try:
+            return constraint.feedback(fields)
+        except ConstraintError:
+            self._note_error(constraint.name, constraint.hard)
+            raise
+        finally:
+            inside_check.reset(token)
+
+    def check_declared(self, constraint: Constraint, key: tuple, fields: dict[str, Any],
+                       outputs: dict[str, Any]) -> bool:
+        token = inside_check.set(True)  # predictors a check calls (LM judges) are not steps of the run
+        try:
+            passed = constraint.check(fields)
+        except ConstraintError:
+            with self.lock:
+                check = self.checks.setdefault(key, _Check(constraint.name, constraint.hard))
+                check.error = True
+            raise
+        finally:
+            inside_check.reset(token)
+        self.record_verdict(key, constraint.name, constraint.hard, passed, kind="declared")
+        if passed:
+            self.resolve_pending(key, outputs)
+        return passed
+
+    def record_verdict(self, key: tuple, name: str, hard: bool, passed: bool, kind: str) -> None:
+        with self.lock:
+            check = self.checks.get(key)
+            if check is None:
+                check = self.checks[key] = _Check(name, hard)
+            if check.first is None:
+                check.first = passed
+            check.last = passed
+            self.kinds.setdefault(name, kind)
+
+    def mark_live(self, keys: Iterable[tuple]) -> None:
+        with self.lock:
+            self.live.update(keys)
+
+    def add_counterexample(self, name: str, hard: bool, check_key: tuple, call: CallRecord,
+                           outputs: dict[str, Any], message: str) -> None:
+        cx = Counterexample(name, hard, call.name, dict(call.inputs), dict(outputs), message)
+        with self.lock:
+            self.record.counterexamples.append(cx)
+            self.pending.setdefault(check_key, []).append(cx)
+
+    def resolve_pending(self, check_key: tuple, outputs: dict[str, Any]) -> None:
+        with self.lock:
+            fixed = self.pending.pop(check_key, [])
+        for cx in fixed:
+            cx.fixed_outputs = dict(outputs)
+
+    def _note_error(self, name: str, hard: bool) -> None:
+        with self.lock:
+            stats = self.record.constraints.setdefault(name, ConstraintStats(name, hard))
+            stats.errors += 1
+
+    def retry(
+        self, predictor: Any, name: str, inputs: dict[str, Any], kwargs: dict[str, Any], plan: RetryPlan,
+        call: Callable[..., Any],
+    ) -> tuple[Any, dict[str, Any]]:
+        return send_retry(predictor, name, inputs, kwargs, plan, call, seed=self.config.seed,
+                          retry_temperature=self.config.retry_temperature)
+
+    def give_up(
+        self, failing: Sequence[Constraint], messages: Sequence[str], predictor: Any, name: str,
+        outputs: dict[str, Any], attempts: int,
+    ) -> None:
+        for constraint, message in zip(failing, messages):
+            if constraint.hard:
+                raise DSPyAssertionError(constraint.name, message, predictor, attempts=attempts,
+                                         last_outputs=outputs, predictor=name)
+        if self.config.strict_suggestions:
+            raise DSPySuggestionError(failing[0].name, messages[0], predictor, attempts=attempts,
+                                      last_outputs=outputs, predictor=name)
+        for constraint in failing:
+            logger.info("suggestion %r on %s still fails after %d attempt(s)", constraint.name, name, attempts)
+
+    # -- end of run ---------------------------------------------------------------------------
+    def finish(self, error: BaseException | None) -> RunRecord:
+        record = self.record
+        verdicts: dict[str, list[_Check]] = {}
+        for key, check in self.checks.items():
+            stats = record.constraints.get(check.name)
+            if stats is None:
+                stats = record.constraints[check.name] = ConstraintStats(check.name, check.hard)
+            if check.error:  # the condition itself raised, timed out or gave a non-bool
+                stats.errors += 1
+            if key not in self.live or check.first is None:
+                continue  # checked only in an abandoned pass: not a verdict on the returned output
+            verdicts.setdefault(check.name, []).append(check)
+            stats.checks += 1
+            if not check.last:
+                stats.final_failures += 1  # passing first and failing at the end is a failure
+            elif check.first:
+                stats.first_try_passes += 1
+            else:
+                stats.passes_after_backtrack += 1
+        for name, checks in verdicts.items():
+            stats = record.constraints[name]
+            stats.examples = 1
+            stats.passed_first = int(all(c.first for c in checks))
+            stats.passed_final = int(all(c.last for c in checks))
+        for name, used in self.by_constraint.items():
+            record.constraints.setdefault(name, ConstraintStats(name, False)).backtracks += used
+        record.kinds = dict(self.kinds)
+        record.cache_hits = max(0, record.lm_calls + record.observe_lm_calls - self.uncached - self.failed_calls)
+        if error is not None:
+            record.error = f"{type(error).__name__}: {error}"
+        return record

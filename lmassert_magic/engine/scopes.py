@@ -1,0 +1,314 @@
+"""The scopes of a run: the ordered predictor calls of one thread, replayed, checked and retried.
+
+The run itself is the main scope (`run_state.RunState`); each DSPy worker task, or `carry_run`
+call, is a `Branch`. A failing declared constraint retries its step in place; a failing inline
+`Assert`/`Suggest` raises `Backtrack`, which unwinds `forward` so the run can replay it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import dspy
+
+from .constraints import Constraint
+from .context import OBSERVE, OFF
+from .errors import DSPyAssertionError, DSPySuggestionError, TargetNotFoundError
+from .retry import RetryPlan
+from .targets import describe_target, matches_target
+
+if TYPE_CHECKING:
+    from .run_state import RunState
+
+logger = logging.getLogger("lmassert_magic")
+
+
+@dataclass
+class CallRecord:
+    """One accepted predictor call of a pass; replayed as it is when a later step backtracks."""
+
+    predictor: Any
+    name: str
+    inputs: dict[str, Any]
+    key: tuple
+    trace_inputs: dict[str, Any] = field(default_factory=dict)
+    prediction: Any = None
+    checks: tuple = ()  # keys of the declared checks made on the accepted output
+    main_index: int = 0  # calls of the main scope made before this one (branch calls)
+
+
+
+def outputs_of(predictor: Any, prediction: Any) -> dict[str, Any]:
+    out = {}
+    for name in predictor.signature.output_fields:
+        try:
+            out[name] = prediction[name]
+        except (KeyError, AttributeError):
+            out[name] = None
+    return out
+
+
+def drop_trace_entry(predictor: Any, prediction: Any) -> bool:
+    """Remove a rejected attempt from the bootstrap trace (found by identity: threads share the list).
+
+    False when a trace is being recorded but the attempt is not in it (it would then become a demo).
+    """
+    trace = dspy.settings.trace
+    if trace is None:
+        return True
+    for i in range(len(trace) - 1, -1, -1):
+        entry = trace[i]
+        if entry[0] is predictor and entry[2] is prediction:
+            del trace[i]
+            return True
+    return False
+
+
+def same_step(previous: Any, predictor: Any) -> bool:
+    """Whether a predictor called in this pass is the step `previous` was in an earlier pass.
+
+    The same object, or, for predictors created inside `forward` (a new object on every pass), an
+    equal one: same class, signature, demos, LM and config.
+    """
+    if previous is predictor:
+        return True
+    if not (getattr(previous, "_lmassert_ephemeral", False) and getattr(predictor, "_lmassert_ephemeral", False)):
+        return False
+    try:
+        return (
+            type(previous) is type(predictor)
+            and previous.signature.equals(predictor.signature)
+            and previous.demos == predictor.demos
+            and previous.lm is predictor.lm
+            and previous.config == predictor.config
+        )
+    except Exception:  # an exotic signature or demo that cannot be compared: not provably the same step
+        return False
+
+
+class Backtrack(BaseException):
+    """Unwinds `forward` to re-run it with a retry planned; BaseException so user `except Exception` can't eat it.
+
+    `index` is how many main-scope calls replay; None means the pass was abandoned by another thread.
+    """
+
+    def __init__(self, index: int | None) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+class Scope:
+    """Where predictor calls and inline checks of one thread of a run are ordered.
+
+    The run itself is the main scope; each DSPy worker task (or `carry_run` call) is a branch
+    that shares the run's budget, verdicts and record but keeps its own list of calls.
+    """
+
+    root: RunState
+    calls: list[CallRecord]
+    occurrence: Counter
+
+    # -- predictor calls --------------------------------------------------------------------
+    def predictor_call(self, predictor: Any, kwargs: dict[str, Any], call: Callable[..., Any]) -> Any:
+        root = self.root
+        self._ensure_current()
+        name = root.name_of(predictor)
+        input_names = predictor.signature.input_fields
+        inputs = {k: v for k, v in kwargs.items() if k in input_names}
+        index = len(self.calls)
+        key = self._step_key(index, name, inputs)
+
+        previous = self._replayed(index, key, predictor, inputs)
+        if previous is not None:
+            trace = dspy.settings.trace
+            if trace is not None:
+                trace.append((predictor, dict(previous.trace_inputs), previous.prediction))
+            self._accept(previous)
+            root.mark_live(previous.checks)
+            return previous.prediction
+
+        plan = root.take_plan(key)
+        root.count_call()
+        try:
+            if plan is None:
+                prediction, trace_inputs = call(**kwargs), kwargs
+            else:
+                prediction, trace_inputs = root.retry(predictor, name, inputs, kwargs, plan, call)
+        except Exception:
+            root.count_failed_call()
+            raise
+        if plan is not None and not self._is_current():
+            root.set_plan(key, plan)  # a retry abandoned in flight by another thread's backtrack: redo it
+        self._ensure_current()
+        record = CallRecord(predictor, name, inputs, key, main_index=len(root.calls))
+        constraints = getattr(predictor, "_lmassert_constraints", ()) if root.config.mode != OFF else ()
+        if constraints:
+            attempt = plan.attempt if plan else 0
+            prediction, trace_inputs = self._check_declared(record, kwargs, prediction, trace_inputs, constraints,
+                                                            call, attempt)
+        record.prediction, record.trace_inputs = prediction, dict(trace_inputs)
+        self._accept(record)
+        return prediction
+
+    def _check_declared(
+        self,
+        record: CallRecord,
+        kwargs: dict[str, Any],
+        prediction: Any,
+        trace_inputs: dict[str, Any],
+        constraints: Sequence[Constraint],
+        call: Callable[..., Any],
+        attempt: int,
+    ) -> tuple[Any, dict[str, Any]]:
+        root = self.root
+        predictor, key = record.predictor, record.key
+        record.checks = tuple((c.name, key) for c in constraints)
+        while True:
+            outputs = outputs_of(predictor, prediction)
+            fields = {**record.inputs, **outputs}
+            failing = [c for c in constraints if not root.check_declared(c, (c.name, key), fields, outputs)]
+            root.mark_live(record.checks)
+            if not failing or root.config.mode == OBSERVE:
+                return prediction, trace_inputs
+            messages = [root.feedback_text(c, fields) for c in failing]
+            charged = next((c for c in failing if root.take_budget(c.name, (c.name, key), c.max_backtracks)), None)
+            if charged is None:
+                root.give_up(failing, messages, predictor, record.name, outputs, attempt + 1)
+                return prediction, trace_inputs
+            feedback = root.add_feedback(key, messages)
+            for constraint, message in zip(failing, messages):
+                root.add_counterexample(constraint.name, constraint.hard, (constraint.name, key), record, outputs,
+                                        message)
+            attempt += 1
+            if not drop_trace_entry(predictor, prediction):  # the trace keeps only the accepted attempt
+                root.warn(f"a rejected attempt of {record.name} was not found in the trace to remove")
+            root.count_call()
+            prediction, trace_inputs = root.retry(predictor, record.name, record.inputs, dict(kwargs),
+                                                  RetryPlan(feedback, outputs, attempt), call)
+            self._ensure_current()
+
+    # -- inline Assert / Suggest ------------------------------------------------------------------
+    def inline_check(
+        self, passed: bool, message: str, target: Any, hard: bool, name: str, cap: int | None
+    ) -> bool:
+        root = self.root
+        self._ensure_current()
+        if root.config.mode == OFF:
+            return passed
+        occurrence = self.occurrence[name]
+        self.occurrence[name] += 1
+        check_key = (name, self._inline_place(occurrence))
+        root.record_verdict(check_key, name, hard, passed, kind="inline")
+        root.mark_live((check_key,))
+        index = self._target_index(target)
+        call = self.calls[index] if index is not None else None
+        outputs = outputs_of(call.predictor, call.prediction) if call else {}
+        if passed:
+            root.resolve_pending(check_key, outputs)
+            return True
+        if root.config.mode == OBSERVE:
+            return False
+        text = message or f"The output failed the check {name!r}."
+        if call is not None and root.take_budget(name, check_key, cap):
+            feedback = root.add_feedback(call.key, [text])
+            root.set_plan(call.key, RetryPlan(feedback, outputs, root.attempts_of(call.key) + 1))
+            root.add_counterexample(name, hard, check_key, call, outputs, text)
+            self._backtrack(index, call)
+        attempts = 1 + (root.attempts_of(call.key) if call else 0)
+        where = call.name if call else None
+        module = call.predictor if call else None
+        if hard:
+            raise DSPyAssertionError(name, text, module, attempts=attempts, last_outputs=outputs, predictor=where)
+        if root.config.strict_suggestions:
+            raise DSPySuggestionError(name, text, module, attempts=attempts, last_outputs=outputs, predictor=where)
+        logger.info("suggestion %r still fails after %d attempt(s)", name, attempts)
+        return False
+
+    def _target_index(self, target: Any) -> int | None:
+        if not self.calls:
+            return None
+        if target is None:
+            return len(self.calls) - 1
+        for i in range(len(self.calls) - 1, -1, -1):
+            if matches_target(self.calls[i].predictor, self.calls[i].name, target):
+                return i
+        raise TargetNotFoundError(
+            f"target_module {describe_target(target)} matches none of the predictors called so far: "
+            f"{', '.join(dict.fromkeys(c.name for c in self.calls))}"
+        )
+
+    # -- what differs between the main scope and a branch -------------------------------------------
+    def _is_current(self) -> bool:
+        return True
+
+    def _ensure_current(self) -> None:
+        pass
+
+    def _step_key(self, index: int, name: str, inputs: dict[str, Any]) -> tuple:
+        raise NotImplementedError
+
+    def _inline_place(self, occurrence: int) -> tuple:
+        raise NotImplementedError
+
+    def _replayed(self, index: int, key: tuple, predictor: Any, inputs: dict[str, Any]) -> CallRecord | None:
+        raise NotImplementedError
+
+    def _accept(self, record: CallRecord) -> None:
+        self.calls.append(record)
+
+    def _backtrack(self, index: int, call: CallRecord) -> NoReturn:
+        raise NotImplementedError
+
+class Branch(Scope):
+    """A worker thread's part of a run: its own call order, the run's budget, verdicts and record.
+
+    Steps are keyed by predictor and inputs (thread order is not reproducible); an inline check
+    that fails here unwinds the whole run, whose next pass replays every branch call but the target.
+    """
+
+    def __init__(self, root: RunState, pass_id: int) -> None:
+        self.root = root
+        self.pass_id = pass_id
+        self.calls: list[CallRecord] = []
+        self.occurrence: Counter[str] = Counter()
+
+    def _is_current(self) -> bool:
+        return self.pass_id == self.root.pass_id
+
+    def _ensure_current(self) -> None:
+        if not self._is_current():
+            raise Backtrack(None)  # the run moved on without this thread: stop spending its budget
+
+    def _step_key(self, index: int, name: str, inputs: dict[str, Any]) -> tuple:
+        identity = (name, repr(sorted((k, repr(v)) for k, v in inputs.items())))
+        root = self.root
+        with root.lock:
+            occurrence = root.branch_occurrence[identity]
+            root.branch_occurrence[identity] += 1
+        return ("branch", identity, occurrence)
+
+    def _inline_place(self, occurrence: int) -> tuple:
+        last = self.calls[-1].key if self.calls else None
+        return ("inline", last, occurrence)
+
+    def _replayed(self, index: int, key: tuple, predictor: Any, inputs: dict[str, Any]) -> CallRecord | None:
+        root = self.root
+        with root.lock:
+            if key in root.plans:
+                return None
+            previous = root.branch_replay.get(key)
+        if previous is not None and same_step(previous.predictor, predictor):
+            return previous
+        return None
+
+    def _accept(self, record: CallRecord) -> None:
+        self.calls.append(record)
+        with self.root.lock:
+            self.root.branch_calls[record.key] = record
+
+    def _backtrack(self, index: int, call: CallRecord) -> NoReturn:
+        raise Backtrack(call.main_index)
