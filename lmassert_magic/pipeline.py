@@ -47,7 +47,7 @@ __all__ = [
     "tag_predictors",
 ]
 
-#: Attribute the engine's string targets also match (`_matches` in engine.runtime): the registered
+#: Attribute the engine's string targets also match (`matches_target` in engine.targets): the registered
 #: signature a predictor was built from, even when DSPy renamed its signature (ChainOfThought does).
 ORIGIN_ATTR = "_lmassert_origin"
 

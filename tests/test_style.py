@@ -22,7 +22,8 @@ def test_ruff_clean():
 
 
 LAYERS_WITHOUT_IPYTHON = [
-    "engine", "definitions", "registry.py", "pipeline.py", "lm/__init__.py", "lm/local.py", "datasets",
+    "engine", "definitions", "registry.py", "pipeline.py", "lm/__init__.py", "lm/local.py", "lm/local_install.py",
+    "lm/local_server.py", "lm/adapter.py", "datasets",
 ]
 
 
