@@ -19,7 +19,7 @@ import dspy
 
 from . import defaults
 from .activation import constraints_of
-from .compile import CompileOutcome, Metric, compile_program, demos_of, prepare_program
+from .compile import CompileOutcome, CompileSummary, Metric, compile_program, demos_of, prepare_program
 from .constraints import Constraint
 from .context import ENFORCE, OBSERVE
 from .evaluation import Evaluation, evaluate_program
@@ -35,7 +35,7 @@ from .five_settings import (
     VANILLA,
     normalize_settings,
 )
-from .results import AblationResult, CompileSummary, ExampleResult, SettingResult
+from .results import AblationResult, ExampleResult, SettingResult
 
 
 @dataclass
@@ -157,11 +157,7 @@ def _run_settings(
             outcome, setting.compile_seconds = compile_for(key, key != COMPILE)
             if not reused:  # a reused compile's cost stays with the setting that paid it
                 setting.compile_lm_calls, setting.compile_tokens = outcome.lm_calls, outcome.tokens
-            setting.compile = CompileSummary(
-                outcome.n_examples, outcome.n_failed, list(outcome.failures), outcome.dropped_soft_failures,
-                outcome.counterexample_mode, outcome.keep_soft_failures,
-                reused_from=COMPILE_ASSERT if reused else None,
-            )
+            setting.compile = outcome.summary(reused_from=COMPILE_ASSERT if reused else None)
             base = outcome.program
         mode = ENFORCE if key in (INFER_ASSERT, C_INFER_ASSERT) else OBSERVE
         runnable = prepare_program(base, constraints, mode=mode, max_backtracks=max_backtracks, **run_config)

@@ -84,7 +84,30 @@ class CompileError(RuntimeError):
 
 
 @dataclass
-class CompileOutcome:
+class CompileSummary:
+    """What a compile left out: failed training examples and traces dropped for soft failures.
+
+    The part of a compile's outcome a report keeps (no program, no demos).
+    """
+
+    n_examples: int = 0
+    n_failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    dropped_soft_failures: int = 0
+    counterexample_mode: str = defaults.COUNTEREXAMPLES
+    keep_soft_failures: bool = defaults.KEEP_SOFT_FAILURES
+    reused_from: str | None = None  # the setting whose compile this one reuses (its cost is counted there)
+
+    def summary(self, reused_from: str | None = None) -> CompileSummary:
+        """A copy of these fields alone (an outcome's summary drops its program and demos)."""
+        return CompileSummary(
+            self.n_examples, self.n_failed, list(self.failures), self.dropped_soft_failures,
+            self.counterexample_mode, self.keep_soft_failures, reused_from,
+        )
+
+
+@dataclass(kw_only=True)
+class CompileOutcome(CompileSummary):
     """A compiled program and what compiling it cost and left out.
 
     `n_examples` counts teacher runs on training examples and `failures` the first errors among them
@@ -99,12 +122,6 @@ class CompileOutcome:
     counterexamples: list[Counterexample] = field(default_factory=list)
     lm_calls: int = 0
     tokens: int = 0
-    n_examples: int = 0
-    n_failed: int = 0
-    failures: list[str] = field(default_factory=list)
-    dropped_soft_failures: int = 0
-    counterexample_mode: str = defaults.COUNTEREXAMPLES
-    keep_soft_failures: bool = defaults.KEEP_SOFT_FAILURES
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -11,6 +11,7 @@ import dspy
 import pandas as pd
 
 from . import defaults
+from .compile import CompileSummary
 from .constraints import Constraint
 from .five_settings import ALL_CONSTRAINTS, HEADLINE_PAIRS, LABELS, SETTINGS
 from .records import ConstraintStats, Counterexample, RunRecord, merge_stats
@@ -29,20 +30,6 @@ class ExampleResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-
-@dataclass
-class CompileSummary:
-    """What a compile left out: failed training examples and traces dropped for soft failures."""
-
-    n_examples: int = 0
-    n_failed: int = 0
-    failures: list[str] = field(default_factory=list)
-    dropped_soft_failures: int = 0
-    counterexample_mode: str = defaults.COUNTEREXAMPLES
-    keep_soft_failures: bool = defaults.KEEP_SOFT_FAILURES
-    reused_from: str | None = None  # the setting whose compile this one reuses (its cost is counted there)
 
 
 
