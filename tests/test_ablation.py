@@ -542,3 +542,20 @@ def test_a_record_the_result_cannot_carry_is_a_counted_warning(scripted_lm, data
     assert len(warnings) == 1 and next(iter(warnings.values())) == 3
     assert "cannot carry its record" in next(iter(warnings))
     assert result.settings[VANILLA].constraint_stats["no_hashtags"].examples == 3  # still counted
+
+
+def test_failed_everywhere_names_the_one_exception_type_all_examples_raised():
+    from lmassert_magic.engine.ablation import AblationResult, ExampleResult, SettingResult
+
+    def setting(key, *types):
+        return SettingResult(key, [ExampleResult(i, {}, {}, 0.0, None, f"{t}: x" if t else None, t)
+                                   for i, t in enumerate(types)])
+
+    same = AblationResult(settings={"vanilla": setting("vanilla", "PipelineError", "PipelineError")})
+    mixed = AblationResult(settings={"vanilla": setting("vanilla", "PipelineError"),
+                                     "compile": setting("compile", "TimeoutError")})
+    some_ok = AblationResult(settings={"vanilla": setting("vanilla", "PipelineError", None)})
+    assert same.failed_everywhere() == "PipelineError"
+    assert mixed.failed_everywhere() == ""
+    assert some_ok.failed_everywhere() is None
+    assert AblationResult().failed_everywhere() is None

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 import dspy
 
-from ..engine import activate_assertions, resolve_target
+from ..engine import resolve_target
+from ..engine.activation import activated_copy
 from ..engine.constraints import Constraint
 from ..engine.errors import TargetNotFoundError
 from ..pipeline import MODULE, Pipeline, PipelineError, Step, check_wiring, instantiate_module, tag_predictors
@@ -260,10 +261,3 @@ def _resolve_step(state: Definitions, ref: StepRef, namespace: Mapping[str, Any]
                             ref.line)
     return "callable", obj
 
-
-def activated_copy(
-    program: dspy.Module, constraints: Sequence[Constraint], max_backtracks: int, **config: Any
-) -> dspy.Module:
-    """A deep copy of `program` with the constraints attached and backtracking on (`config`: budget, seed...)."""
-    copy = program.deepcopy()
-    return activate_assertions(copy, max_backtracks, constraints=list(constraints), **config)

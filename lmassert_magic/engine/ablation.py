@@ -18,7 +18,7 @@ from typing import Any
 import dspy
 
 from . import defaults
-from .activation import constraints_of
+from .activation import activated_copy, constraints_of
 from .compile import CompileOutcome, CompileSummary, Metric, compile_program, demos_of, prepare_program
 from .constraints import Constraint
 from .context import ENFORCE, OBSERVE
@@ -202,7 +202,31 @@ def _silenced(quiet: bool) -> Iterator[None]:
         yield
 
 
+
+def program_to_bind(
+    result: AblationResult, program: dspy.Module, constraints: Sequence[Constraint],
+    max_backtracks: int = defaults.MAX_BACKTRACKS, **config: Any,
+) -> dspy.Module | None:
+    """The program a compile hands back: the most compiled one it made, activated if the run used assertions.
+
+    Compiled with assertions -> that program, activated (the C+Infer w/ Assert program). Else compiled
+    without -> that one; else the uncompiled `program`. Those two are activated only when an
+    assertion-enforcing setting ran. None when no setting ran.
+    """
+    programs, ran = result.programs, set(result.settings)
+    if COMPILE_ASSERT in programs:
+        return activated_copy(programs[COMPILE_ASSERT], constraints, max_backtracks, **config)
+    base = programs.get(COMPILE)
+    if base is None:
+        if not ran:
+            return None
+        base = program
+    if INFER_ASSERT in ran or C_INFER_ASSERT in ran:
+        return activated_copy(base, constraints, max_backtracks, **config)
+    return base.deepcopy()
+
 __all__ = [
+    "program_to_bind",
     "ALL_CONSTRAINTS",
     "C_INFER_ASSERT",
     "COMPILE",

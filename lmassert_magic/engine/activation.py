@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import dspy
@@ -350,3 +350,14 @@ def constraints_of(program: dspy.Module) -> list[Constraint]:
         for c in getattr(predictor, "_lmassert_constraints", ()):
             seen.setdefault(c.name, c)
     return list(seen.values())
+
+
+def activated_copy(
+    program: dspy.Module, constraints: Sequence[Constraint], max_backtracks: int = defaults.MAX_BACKTRACKS,
+    **config: Any,
+) -> dspy.Module:
+    """A deep copy of `program` with the constraints attached and backtracking on (`config`: budget, seed...).
+
+    The original stays as it was: a report keeps the programs it measured.
+    """
+    return activate_assertions(program.deepcopy(), max_backtracks, constraints=list(constraints), **config)

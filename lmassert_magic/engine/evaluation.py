@@ -69,11 +69,11 @@ def evaluate_program(
     # on the thread, then is filed under its example.
     local = threading.local()
     records: dict[int, RunRecord | None] = {}
-    errors: dict[int, str] = {}
+    errors: dict[int, tuple[str, str | None]] = {}  # example -> (message, exception type raised by the program)
     outer = tuple(dspy.settings.get(COLLECTORS_KEY) or ())
 
     def probe(**inputs: Any) -> Any:
-        local.record, local.error = None, None
+        local.record, local.error, local.error_type = None, None, None
         if stopped.is_set():
             local.error = "not run: the evaluation was interrupted"
             return dspy.Prediction()
@@ -83,7 +83,7 @@ def evaluate_program(
                 prediction = program(**inputs)
         except (Exception, asyncio.CancelledError) as exc:  # an LM client cancelling its call is a failure too
             prediction = dspy.Prediction()
-            local.error = f"{type(exc).__name__}: {exc}"
+            local.error, local.error_type = f"{type(exc).__name__}: {exc}", type(exc).__name__
         local.record = log.records[-1] if log.records else None
         with lock:
             done[0] += 1
@@ -97,12 +97,12 @@ def evaluate_program(
         records[key] = getattr(local, "record", None)
         error = getattr(local, "error", None)
         if error:
-            errors[key] = error
+            errors[key] = (error, getattr(local, "error_type", None))
             return 0.0
         try:
             return float(metric(example, prediction))
         except Exception as exc:
-            errors[key] = f"metric raised {type(exc).__name__}: {exc}"
+            errors[key] = (f"metric raised {type(exc).__name__}: {exc}", None)
             return 0.0
 
     evaluator = dspy.Evaluate(
@@ -126,13 +126,13 @@ def evaluate_program(
     examples = []
     for i, (example, prediction, score) in enumerate(outcome.results):
         key = id(example)
-        error = errors.get(key)
+        error, error_type = errors.get(key, (None, None))
         record = records.get(key)
         if key not in records and error is None:
             error = "no prediction"
-        examples.append(
-            ExampleResult(i, dict(example.inputs()), _outputs(prediction), float(score or 0.0), record, error)
-        )
+        examples.append(ExampleResult(
+            i, dict(example.inputs()), _outputs(prediction), float(score or 0.0), record, error, error_type,
+        ))
     observe = sum(e.record.observe_lm_calls for e in examples if e.record is not None)
     return Evaluation(
         examples=examples, lm_calls=tally.calls - observe, tokens=tally.tokens, seconds=seconds,

@@ -26,6 +26,7 @@ class ExampleResult:
     score: float
     record: RunRecord | None
     error: str | None = None
+    error_type: str | None = None  # the exception class the program raised (None: the metric failed, or no error)
 
     @property
     def ok(self) -> bool:
@@ -142,6 +143,18 @@ class AblationResult:
     seed: int = defaults.SEED
     config: dict[str, Any] = field(default_factory=dict)
     calibrations: dict[str, Any] = field(default_factory=dict)  # constraint name -> CalibrationResult
+
+    def failed_everywhere(self) -> str | None:
+        """When every example of every setting failed, the exception type they share ("" if they differ).
+
+        None when any example succeeded (or none ran). Tells a broken pipeline or check (one type, raised
+        before any LM call) from an LM that cannot be reached.
+        """
+        examples = [e for s in self.settings.values() for e in s.examples]
+        if not examples or any(e.ok for e in examples):
+            return None
+        kinds = {e.error_type for e in examples}
+        return kinds.pop() or "" if len(kinds) == 1 else ""
 
     # -- tables --------------------------------------------------------------------------
     def constraint_infos(self) -> list[tuple[str, bool]]:

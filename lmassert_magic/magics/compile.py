@@ -15,16 +15,15 @@ from IPython.core.magic import cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
-from ..definitions.planner import PipelinePlan, activated_copy
 from ..definitions.specs import PipelineSpec
 from ..engine.ablation import (
     C_INFER_ASSERT,
     COMPILE,
     COMPILE_ASSERT,
-    INFER_ASSERT,
     SETTINGS,
     AblationResult,
     normalize_settings,
+    program_to_bind,
     run_ablation,
 )
 from ..engine.compile import COUNTEREXAMPLE_MODES, OPTIMIZERS
@@ -71,29 +70,6 @@ def ensure_lm() -> Any:
             fail("no LM is configured: run %lm (or dspy.configure(lm=...)) first")
         return dspy.settings.lm
     return _ensure()
-
-
-def choose_program(
-    result: AblationResult, plan: PipelinePlan, max_backtracks: int, **config: Any
-) -> dspy.Module | None:
-    """The program bound to NAME: the most compiled one available, activated when the run used assertions.
-
-    Compiled with assertions (compile_assert / c_infer_assert) -> that program, activated: the
-    C+Infer w/ Assert program. Else compiled without -> that one; else the uncompiled pipeline.
-    Those two are activated only if infer_assert ran.
-    """
-    programs = result.programs
-    ran = set(result.settings)
-    if COMPILE_ASSERT in programs:
-        return activated_copy(programs[COMPILE_ASSERT], plan.constraints, max_backtracks, **config)
-    base = programs.get(COMPILE)
-    if base is None:
-        if not ran:
-            return None
-        base = plan.program
-    if INFER_ASSERT in ran or C_INFER_ASSERT in ran:
-        return activated_copy(base, plan.constraints, max_backtracks, **config)
-    return base.deepcopy()
 
 
 def _examples(value: Any, flag: str) -> list[dspy.Example]:
@@ -235,19 +211,21 @@ class CompileMagics(RegistryMagics):
         result.calibrations = {
             c.name: cal for c in plan.constraints if (cal := self.registry.calibration_of(c.name)) is not None
         }
-        examples = [e for s in result.settings.values() for e in s.examples]
-        if examples and all(not e.ok for e in examples):
-            errors = [_redact(e.error or "") for e in examples]  # an LM's error may quote the API key
-            if all(x.startswith("PipelineError:") for x in errors):  # the body's wiring, not the LM
-                fail(f"the pipeline fails on every example: {errors[0]}", 2)
-            if all(x.startswith("ConstraintError:") for x in errors):  # a %%assert's own code, not the LM
-                fail(f"every example failed because a check is broken: {errors[0].split(': ', 1)[1]}; "
+        failure = result.failed_everywhere()
+        if failure is not None:
+            first = next(iter(result.settings.values())).examples[0]
+            error = _redact(first.error or "")  # an LM's error may quote the API key
+            if failure == "PipelineError":  # the body's wiring, not the LM
+                fail(f"the pipeline fails on every example: {error}", 2)
+            if failure == "ConstraintError":  # a %%assert's own code, not the LM
+                fail(f"every example failed because a check is broken: {error.split(': ', 1)[-1]}; "
                      "fix its %%assert cell (or remove it with %lmassert remove NAME)")
-            raise CompileFailed(f"every example failed in every setting; the first error: {errors[0]}")
+            raise CompileFailed(f"every example failed in every setting; the first error: {error}")
 
         # an interrupted run binds nothing, so its record holds no program either (export would write one)
         run_config = {"budget": args.budget, "seed": args.seed, "retry_temperature": args.retry_temperature}
-        program = None if result.interrupted else choose_program(result, plan, args.backtracks, **run_config)
+        program = (None if result.interrupted else
+                   program_to_bind(result, plan.program, plan.constraints, args.backtracks, **run_config))
         report = CompileReport(result) if CompileReport is not None else None
         options = {
             "train": args.train, "dev": args.dev, "metric": args.metric, "optimizer": args.optimizer,
