@@ -100,7 +100,8 @@ def test_install_sh_installs_from_the_kit_only_then_the_weights_without_dependen
     assert "This kit serves: linux-x86_64; Python 3.11" in script
     path = tmp_path / "install.sh"
     path.write_text(script)
-    assert subprocess.run(["sh", "-n", str(path)], check=False).returncode == 0  # valid shell
+    if shutil.which("sh"):
+        assert subprocess.run(["sh", "-n", str(path)], check=False).returncode == 0  # valid shell
 
 
 def test_install_ps1_mirrors_the_shell_script_and_checks_every_exit_code():
