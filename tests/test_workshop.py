@@ -113,7 +113,7 @@ def test_install_ps1_mirrors_the_shell_script_and_checks_every_exit_code():
     assert "venv\\Scripts\\python.exe" in script and '$env:PIP_CONFIG_FILE = "nul"' in script
 
 
-def _fake_kit_for_install(tmp_path: Path, platforms: list[str]) -> Path:
+def _project_with_notebooks(tmp_path: Path) -> Path:
     project = tmp_path / "project"
     (project / "notebooks").mkdir(parents=True)
     for name in ("01_quickstart.ipynb", "02_multihop_qa.ipynb", "make_notebooks.py"):
@@ -122,7 +122,7 @@ def _fake_kit_for_install(tmp_path: Path, platforms: list[str]) -> Path:
 
 
 def test_the_kit_gets_notebooks_scripts_and_a_manifest(tmp_path, monkeypatch):
-    project = _fake_kit_for_install(tmp_path, [])
+    project = _project_with_notebooks(tmp_path)
     ran: list[list[str]] = []
 
     def fake_wheel(project, wheels, python):
@@ -143,7 +143,7 @@ def test_the_kit_gets_notebooks_scripts_and_a_manifest(tmp_path, monkeypatch):
 
 
 def test_no_powershell_script_for_a_kit_without_windows_wheels(tmp_path, monkeypatch):
-    project = _fake_kit_for_install(tmp_path, [])
+    project = _project_with_notebooks(tmp_path)
     monkeypatch.setattr(workshop, "build_package_wheel", lambda p, w, py: (w / "x.whl", "test"))
     monkeypatch.setattr(workshop, "_run", lambda *a, **k: None)
     monkeypatch.setattr(workshop.os, "name", "posix")
@@ -152,7 +152,7 @@ def test_no_powershell_script_for_a_kit_without_windows_wheels(tmp_path, monkeyp
 
 
 def test_a_failed_platform_download_is_reported_after_the_others(tmp_path, monkeypatch):
-    project = _fake_kit_for_install(tmp_path, [])
+    project = _project_with_notebooks(tmp_path)
     monkeypatch.setattr(workshop, "build_package_wheel", lambda p, w, py: (w / "x.whl", "test"))
 
     def run(command, what, env=None):
