@@ -11,42 +11,23 @@ import uuid
 
 import dspy
 import pytest
-from dspy.utils import DummyLM
 from IPython.core.error import UsageError
 
 from lmassert_magic.engine.runtime import is_activated
 from lmassert_magic.registry import get_registry
 
-NOTEBOOK = [
-    '''%%signature GenerateTweet
-"""Generate an engaging tweet that answers the question, faithful to the context."""
-question: str = In()
-context: list[str] = In(desc="facts that may be relevant")
-tweet: str = Out()
-''',
-    '''
-import re
-import dspy
+from helpers import GENERATE_TWEET_CELL, NO_HASHTAGS_CELL, feedback_dummy_lm, tweet_data_cell
 
+NOTEBOOK = [
+    GENERATE_TWEET_CELL,
+    tweet_data_cell(3, 2, train_prefix="q", fact="fact about ", answer="a", extra='''
 MAX_LEN = 280
 BANNED = ["spam", "eggs"]
 
 def allowed(text):
     return not any(word in text for word in BANNED)
-
-def retrieve(question):
-    return ["fact about " + question]
-
-def quality(example, pred, trace=None):
-    return float("#" not in pred.tweet)
-
-trainset = [dspy.Example(question=f"q{i}", answer="a").with_inputs("question") for i in range(3)]
-devset = [dspy.Example(question=f"d{i}", answer="a").with_inputs("question") for i in range(2)]
-''',
-    '''%%assert GenerateTweet --name no_hashtags
-not re.search(r"#\\w+", tweet)
-"Please revise the tweet to remove hashtag phrases."
-''',
+'''),
+    NO_HASHTAGS_CELL,
     '''%%assert GenerateTweet --name fits --backtracks 1
 (len(tweet) <= MAX_LEN
  and allowed(tweet))
@@ -59,10 +40,6 @@ COMPILE = (
     "--settings vanilla,compile_assert,c_infer_assert\n"
     "retrieve >> GenerateTweet\n"
 )
-
-
-def scripted_lm():
-    return DummyLM({"remove hashtag": {"tweet": "clean tweet"}, "question": {"tweet": "#bad tweet"}})
 
 
 def load_module(path):
@@ -79,7 +56,7 @@ def as_dicts(demos):
 
 def run_traced(program, questions):
     """Outputs and every prompt the LM saw: equal prompts mean equal demos, instructions and feedback."""
-    lm = scripted_lm()
+    lm = feedback_dummy_lm()
     with dspy.context(lm=lm):
         outputs = [dict(program(question=q).items()) for q in questions]
     return outputs, [h["messages"] for h in lm.history]
@@ -89,7 +66,7 @@ def run_traced(program, questions):
 def compiled(ip):
     for cell in NOTEBOOK:
         ip.run_cell(cell)
-    with dspy.context(lm=scripted_lm()):
+    with dspy.context(lm=feedback_dummy_lm()):
         ip.run_cell(COMPILE)
     return ip
 
@@ -176,7 +153,7 @@ def test_notebook_objects_without_source_are_required_arguments(ip, tmp_path):
         "        return [self.prefix + question]\n"
         "retriever = Retriever('fact about ')\n"
     )
-    with dspy.context(lm=scripted_lm()):
+    with dspy.context(lm=feedback_dummy_lm()):
         ip.run_cell(COMPILE.replace("retrieve >>", "retriever >>"))
     ip.run_cell(f"%lmassert export tweeter {tmp_path}")
     module = load_module(tmp_path / "tweeter.py")
@@ -201,7 +178,7 @@ class Tweeter(dspy.Module):
     def forward(self, question):
         return self.write(question=question, context=retrieve(question))
 ''')
-    with dspy.context(lm=scripted_lm()):
+    with dspy.context(lm=feedback_dummy_lm()):
         ip.run_cell(COMPILE.replace("retrieve >> GenerateTweet", "Tweeter"))
     ip.run_cell(f"%lmassert export tweeter {tmp_path}")
     source = (tmp_path / "tweeter.py").read_text()

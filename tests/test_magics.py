@@ -18,40 +18,13 @@ from lmassert_magic.magics import LMMagics
 from lmassert_magic.magics.compile import CompileFailed
 from lmassert_magic.registry import get_registry
 
-TWEET_CELL = '''%%signature GenerateTweet
-"""Generate an engaging tweet that answers the question, faithful to the context."""
-question: str = In()
-context: list[str] = In(desc="facts that may be relevant")
-tweet: str = Out()
-'''
+from helpers import GENERATE_TWEET_CELL, NO_HASHTAGS_CELL, feedback_dummy_lm, tweet_data_cell
 
-NO_HASHTAGS = '''%%assert GenerateTweet --name no_hashtags
-not re.search(r"#\\w+", tweet)
-"Please revise the tweet to remove hashtag phrases."
-'''
-
-SETUP = '''
-import re
-import dspy
-
-def retrieve(question):
-    return ["fact about " + question]
-
-def quality(example, pred, trace=None):
-    return float("#" not in pred.tweet)
-
-trainset = [dspy.Example(question=f"q{i}", answer="a").with_inputs("question") for i in range(3)]
-devset = [dspy.Example(question=f"d{i}", answer="a").with_inputs("question") for i in range(2)]
-'''
+SETUP = tweet_data_cell(3, 2, train_prefix="q", fact="fact about ", answer="a")
 
 COMPILE = '''%%compile tweeter --train trainset --dev devset --metric quality -o rep
 retrieve >> GenerateTweet
 '''
-
-
-def scripted_lm():
-    """Answers with a hashtag unless the prompt carries the no_hashtags feedback."""
-    return DummyLM({"remove hashtag": {"tweet": "clean tweet"}, "question": {"tweet": "#bad tweet"}})
 
 
 def _public_ns(ip):
@@ -75,7 +48,7 @@ def usage_error(ip, cell):
 @pytest.fixture
 def tweet(ip):
     ip.run_cell(SETUP)
-    ip.run_cell(TWEET_CELL)
+    ip.run_cell(GENERATE_TWEET_CELL)
     return ip
 
 
@@ -113,7 +86,7 @@ def test_reload_keeps_the_registry_and_registers_once(tweet):
     chain = ip.strdispatchers["complete_command"].strs["%%assert"].chain
     assert len(chain) == 1
     assert sum(type(c).__name__ == "AdminMagics" for c in ip.configurables) == 1
-    ip.run_cell(NO_HASHTAGS)  # still works against the kept signature
+    ip.run_cell(NO_HASHTAGS_CELL)  # still works against the kept signature
     assert "no_hashtags" in get_registry().constraints
 
 
@@ -130,7 +103,7 @@ def test_help_is_argparse_style(ip, capsys):
 
 
 def test_signature_cell_defines_and_binds_the_class(ip, capsys):
-    ip.run_cell(TWEET_CELL)
+    ip.run_cell(GENERATE_TWEET_CELL)
     cls = ip.user_ns["GenerateTweet"]
     assert issubclass(cls, dspy.Signature)
     assert list(cls.input_fields) == ["question", "context"] and list(cls.output_fields) == ["tweet"]
@@ -190,13 +163,13 @@ def test_signature_errors_name_the_line_and_change_nothing(tweet, cell, pattern)
 
 def test_redefining_a_signature_marks_compiled_programs_stale(tweet, capsys):
     ip = tweet
-    with dspy.context(lm=scripted_lm()):
+    with dspy.context(lm=feedback_dummy_lm()):
         ip.run_cell(COMPILE)
     capsys.readouterr()
-    ip.run_cell(TWEET_CELL)  # unchanged: nothing goes stale
+    ip.run_cell(GENERATE_TWEET_CELL)  # unchanged: nothing goes stale
     assert "Re-ran (unchanged)" in capsys.readouterr().out
     assert get_registry().programs["tweeter"].stale is None
-    ip.run_cell(TWEET_CELL.replace("tweet: str = Out()", 'tweet: str = Out(desc="under 280 characters")'))
+    ip.run_cell(GENERATE_TWEET_CELL.replace("tweet: str = Out()", 'tweet: str = Out(desc="under 280 characters")'))
     out = capsys.readouterr().out
     assert "Redefined signature GenerateTweet" in out
     assert "compiled program 'tweeter' was built from the previous definition and is now stale" in out
@@ -239,7 +212,7 @@ def test_config_sets_the_default_check_timeout(tweet):
     ip = tweet
     try:
         ip.run_cell("%config AssertionMagics.check_timeout = 5")
-        ip.run_cell(NO_HASHTAGS)
+        ip.run_cell(NO_HASHTAGS_CELL)
         assert get_registry().constraints["no_hashtags"].constraint.timeout == 5.0
     finally:  # %config lives in the shell's config, which outlives this test's extension
         ip.config.AssertionMagics.pop("check_timeout", None)
@@ -338,8 +311,8 @@ def _result(ip):
 
 def test_compile_runs_the_five_settings_and_feedback_fixes_the_constraint(tweet, capsys):
     ip = tweet
-    ip.run_cell(NO_HASHTAGS)
-    with dspy.context(lm=scripted_lm()):
+    ip.run_cell(NO_HASHTAGS_CELL)
+    with dspy.context(lm=feedback_dummy_lm()):
         ip.run_cell(COMPILE)
     out = capsys.readouterr().out
     result = _result(ip)
@@ -359,7 +332,7 @@ def test_compile_runs_the_five_settings_and_feedback_fixes_the_constraint(tweet,
     # NAME is the C+Infer w/ Assert program: compiled with assertions, backtracking on
     program = ip.user_ns["tweeter"]
     assert is_activated(program) and program.GenerateTweet.demos
-    with dspy.context(lm=scripted_lm()):
+    with dspy.context(lm=feedback_dummy_lm()):
         ip.run_cell("prediction = tweeter(question='cats')")
     assert ip.user_ns["prediction"].tweet == "clean tweet"
     record = get_registry().programs["tweeter"]
@@ -369,8 +342,8 @@ def test_compile_runs_the_five_settings_and_feedback_fixes_the_constraint(tweet,
 
 def test_compile_with_selected_settings_and_no_compile_binds_the_activated_pipeline(tweet):
     ip = tweet
-    ip.run_cell(NO_HASHTAGS)
-    with dspy.context(lm=scripted_lm()):
+    ip.run_cell(NO_HASHTAGS_CELL)
+    with dspy.context(lm=feedback_dummy_lm()):
         ip.run_cell(COMPILE.replace("-o rep", "-o rep --settings vanilla,infer_assert --threads 2"))
     result = _result(ip)
     assert list(result.settings) == ["vanilla", "infer_assert"]
@@ -382,7 +355,7 @@ def test_compile_skips_constraints_on_signatures_the_pipeline_does_not_use(tweet
     ip = tweet
     ip.run_cell("%%signature Other\nquestion -> answer\n")
     ip.run_cell('%%assert Other --name other_check\nlen(answer) > 0\n"Say something."\n')
-    with dspy.context(lm=scripted_lm()):
+    with dspy.context(lm=feedback_dummy_lm()):
         ip.run_cell(COMPILE.replace("-o rep", "-o rep --settings vanilla"))
     assert "Note: constraint other_check targets Other, which tweeter does not use; skipped" in capsys.readouterr().out
     assert get_registry().programs["tweeter"].skipped
@@ -390,7 +363,7 @@ def test_compile_skips_constraints_on_signatures_the_pipeline_does_not_use(tweet
 
 def test_compile_accepts_a_notebook_module_subclass(tweet):
     ip = tweet
-    ip.run_cell(NO_HASHTAGS)
+    ip.run_cell(NO_HASHTAGS_CELL)
     ip.run_cell('''
 class Tweeter(dspy.Module):
     def __init__(self):
@@ -414,7 +387,7 @@ class Tweeter(dspy.Module):
 def test_hard_assertion_failure_in_a_program_raises_normally(tweet):
     ip = tweet
     ip.run_cell('%%assert GenerateTweet --name impossible --hard --backtracks 1\n"zzz" in tweet\n"Say zzz."\n')
-    with dspy.context(lm=scripted_lm()):
+    with dspy.context(lm=feedback_dummy_lm()):
         ip.run_cell(COMPILE.replace("-o rep", "-o rep --settings vanilla,infer_assert"))
         assert _result(ip).settings["infer_assert"].n_failed == 2  # recorded in the report, not raised
         with pytest.raises(DSPyAssertionError, match="impossible"):
@@ -440,7 +413,7 @@ def test_interrupted_compile_stores_and_shows_the_partial_result_then_reraises(t
         return result
 
     monkeypatch.setattr("lmassert_magic.magics.compile.run_ablation", interrupted)
-    with dspy.context(lm=scripted_lm()), pytest.raises(KeyboardInterrupt):
+    with dspy.context(lm=feedback_dummy_lm()), pytest.raises(KeyboardInterrupt):
         ip.run_cell(COMPILE)
     record = get_registry().programs["tweeter"]
     assert record.interrupted and list(record.result.settings) == ["vanilla"]
@@ -505,7 +478,7 @@ def test_compile_errors_name_the_line_and_change_nothing(tweet, line, body, patt
     ],
 )
 def test_pipeline_body_forms(tweet, body, lines):
-    with dspy.context(lm=scripted_lm()):
+    with dspy.context(lm=feedback_dummy_lm()):
         tweet.run_cell(f"%%compile tweeter --train trainset --dev devset --metric quality --settings vanilla\n{body}")
     steps = get_registry().programs["tweeter"].steps
     assert [(s.ref, s.kind, s.line) for s in steps] == [("retrieve", "callable", lines[0]),
@@ -517,8 +490,8 @@ def test_pipeline_body_forms(tweet, body, lines):
 
 def test_lmassert_list_show_remove_reset(tweet, capsys):
     ip = tweet
-    ip.run_cell(NO_HASHTAGS)
-    with dspy.context(lm=scripted_lm()):
+    ip.run_cell(NO_HASHTAGS_CELL)
+    with dspy.context(lm=feedback_dummy_lm()):
         ip.run_cell(COMPILE.replace("-o rep", "--settings vanilla"))
     capsys.readouterr()
     ip.run_cell("%lmassert list")
@@ -576,7 +549,7 @@ def _complete(ip, line):
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 def test_tab_completion_offers_registered_names(tweet):
     ip = tweet
-    ip.run_cell(NO_HASHTAGS)
+    ip.run_cell(NO_HASHTAGS_CELL)
     assert "GenerateTweet" in _complete(ip, "%%assert Gen")
     assert "no_hashtags" in _complete(ip, "%%assert GenerateTweet --name no")
     assert "GenerateTweet" in _complete(ip, "%%signature Gen")
@@ -592,11 +565,11 @@ def test_tab_completion_offers_registered_names(tweet):
 # ---------------------------------------------------------------- property: failing cells change nothing
 
 CELLS = [
-    TWEET_CELL,
-    TWEET_CELL.replace("Generate an engaging", "Write a"),
+    GENERATE_TWEET_CELL,
+    GENERATE_TWEET_CELL.replace("Generate an engaging", "Write a"),
     "%%signature GenerateTweet\nquestion, context: list[str] -> tweet\n",
     "%%signature Other\nquestion -> answer\n",
-    NO_HASHTAGS,
+    NO_HASHTAGS_CELL,
     '%%assert GenerateTweet\nlen(tweet) <= 280\n"Shorter."\n',
     '%%assert Other --name nonempty --hard\nlen(answer) > 0\n',
     "%lmassert remove no_hashtags",
@@ -620,7 +593,7 @@ CELLS = [
 def test_property_a_failing_cell_leaves_registry_and_namespace_unchanged(ip, cells):
     get_registry().reset()
     ip.run_cell(SETUP)
-    with dspy.context(lm=scripted_lm()):
+    with dspy.context(lm=feedback_dummy_lm()):
         for cell in cells:
             before, ns_before = get_registry().snapshot_json(), _public_ns(ip)
             try:
@@ -635,8 +608,8 @@ def test_property_a_failing_cell_leaves_registry_and_namespace_unchanged(ip, cel
 
 def test_compile_options_reach_the_engine_and_the_bound_program(tweet):
     ip = tweet
-    ip.run_cell(NO_HASHTAGS)
-    with dspy.context(lm=scripted_lm()):
+    ip.run_cell(NO_HASHTAGS_CELL)
+    with dspy.context(lm=feedback_dummy_lm()):
         ip.run_cell('%%compile tweeter --train trainset --dev devset --metric quality -o rep --settings '
                     'infer_assert,compile_assert --budget per_constraint --seed 7 --retry-temperature 0.4 '
                     '--keep-soft-failures --max-errors 3 --counterexamples prompt\nretrieve >> GenerateTweet\n')

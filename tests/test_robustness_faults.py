@@ -36,6 +36,8 @@ from lmassert_magic.report import CompileReport
 from lmassert_magic.report import html as H
 from lmassert_magic.testing import ScriptedLM
 
+from helpers import tweet_data_cell
+
 N_DEV, N_TRAIN = 50, 10
 RAISE, GARBAGE, TIMEOUT, CANCEL = "raise", "unparsable", "timeout", "cancelled"
 #: Dev questions that always meet the same fault, so their failure and its cause are known in advance.
@@ -183,19 +185,7 @@ def test_run_ablation_survives_lm_faults_and_accounts_for_every_example(threads,
 
 # ---------------------------------------------------------------- through %%compile
 
-SETUP = f'''
-import re
-import dspy
-
-def retrieve(question):
-    return ["a fact about " + question]
-
-def quality(example, pred, trace=None):
-    return float("#" not in pred.tweet)
-
-trainset = [dspy.Example(question=f"t{{i}}").with_inputs("question") for i in range({N_TRAIN})]
-devset = [dspy.Example(question=f"d{{i}}").with_inputs("question") for i in range({N_DEV})]
-'''
+SETUP = tweet_data_cell(N_TRAIN, N_DEV)
 SIGNATURE = '''%%signature GenerateTweet
 """Write an engaging tweet that answers the question."""
 question: str = In()
@@ -262,7 +252,7 @@ def spin(question):
         time.sleep(0.005)
     return True
 '''
-SMALL = SETUP.replace(f"range({N_DEV})", "range(4)").replace(f"range({N_TRAIN})", "range(3)")
+SMALL = tweet_data_cell(3, 4)
 
 
 @pytest.mark.parametrize("name", list(BROKEN))

@@ -26,25 +26,15 @@ from lmassert_magic.report import CompileReport
 from lmassert_magic.report import progress as progress_module
 from lmassert_magic.testing import ScriptedLM
 
+from helpers import tweet_data_cell
+
 N_DEV, N_TRAIN = 8, 4
 MAX_CALLS_PER_EXAMPLE = 6  # (1 try + 2 backtracks) x (tweet + lm_judge)
 TRIALS_LM = 16
 TRIALS_PROGRESS = 8
 TRIED: dict[str, int] = {"lm": 0, "progress": 0}
 
-SETUP = f'''
-import re
-import dspy
-
-def retrieve(question):
-    return ["a fact about " + question]
-
-def quality(example, pred, trace=None):
-    return float("#" not in pred.tweet)
-
-trainset = [dspy.Example(question=f"t{{i}}").with_inputs("question") for i in range({N_TRAIN})]
-devset = [dspy.Example(question=f"d{{i}}").with_inputs("question") for i in range({N_DEV})]
-'''
+SETUP = tweet_data_cell(N_TRAIN, N_DEV)
 CELLS = [
     '%%signature GenerateTweet\n"""Write a tweet."""\nquestion: str = In()\ncontext: list[str] = In()\n'
     'tweet: str = Out()\n',
