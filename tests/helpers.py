@@ -11,7 +11,8 @@ import re
 import dspy
 from dspy.utils import DummyLM
 
-from lmassert_magic import Constraint
+from lmassert_magic import Constraint, activate_assertions
+from lmassert_magic.engine.compile import compile_program
 
 # ---------------------------------------------------------------- the tweet task (engine tests)
 
@@ -47,9 +48,25 @@ def question_of(messages) -> str:
     return re.search(r"## question ## \]\]\n(\S+)", messages[-1]["content"]).group(1)
 
 
+def metric(example, pred, trace=None) -> float:
+    """1.0 when the tweet carries the answer the scripted LMs write for its question (`answer-<question>`)."""
+    return float(f"answer-{example.question}" in pred.tweet)
+
+
 def fixes_on_feedback(messages) -> dict[str, str]:
     """A scripted LM's answer: a tweet with a hashtag, clean once the prompt carries the feedback."""
     return {"tweet": "clean tweet" if FIX in messages[-1]["content"] else "great #news"}
+
+
+def activated_tweeter(constraint: Constraint | None = None, **options) -> dspy.Module:
+    """`Predict(Tweet)` activated with one constraint (the hashtag one unless given) and these options."""
+    return activate_assertions(dspy.Predict(Tweet), constraints=[constraint or hashtag_constraint()], **options)
+
+
+def compile_tweeter(examples, **options):
+    """`compile_program` on `Predict(Tweet)` with `metric` and the hashtag constraint, bootstrapped demos only."""
+    return compile_program(dspy.Predict(Tweet), examples, metric, constraints=[hashtag_constraint()],
+                           max_labeled_demos=0, **options)
 
 
 class TweetStep(dspy.Module):

@@ -22,34 +22,38 @@ from lmassert_magic.engine.ablation import (
     normalize_settings,
     run_ablation,
 )
-from lmassert_magic.engine.compile import assertion_aware_metric, compile_program
+from lmassert_magic.engine.compile import assertion_aware_metric
 
-FIX = "Please remove hashtags"
-
-
-class Tweet(dspy.Signature):
-    """Write a tweet answering the question."""
-
-    question: str = dspy.InputField()
-    tweet: str = dspy.OutputField()
-
-
-def no_hashtags(tweet: str) -> bool:
-    return not re.search(r"#\w+", tweet)
+from helpers import (
+    FIX,
+    Tweet,
+    TweetStep,
+    activated_tweeter,
+    compile_tweeter,
+    hashtag_constraint,
+    metric,
+    no_hashtags,
+    question_of,
+)
 
 
 def respond(messages):
     """Hashtags unless the prompt carries the feedback or a demo showing a clean tweet."""
     last = messages[-1]["content"]
-    q = re.search(r"## question ## \]\]\n(\S+)", last).group(1)
+    q = question_of(messages)
     demos = " ".join(m["content"] for m in messages[:-1])
     if FIX in last or "clean" in demos:
         return {"tweet": f"clean answer-{q}"}
     return {"tweet": f"answer-{q} #wow"}
 
 
-def metric(example, pred, trace=None):
-    return float(f"answer-{example.question}" in pred.tweet)
+#: Optimizer options for the compiled settings: two bootstrapped demos, no labelled ones.
+TWO_BOOTSTRAPPED_DEMOS = {"max_bootstrapped_demos": 2, "max_labeled_demos": 0}
+
+
+def ablate_tweeter(train, dev, **options):
+    """`run_ablation` of `Predict(Tweet)` with `metric` and the hashtag constraint, the call most tests here make."""
+    return run_ablation(dspy.Predict(Tweet), train, dev, metric, constraints=[hashtag_constraint()], **options)
 
 
 @pytest.fixture
@@ -59,17 +63,10 @@ def data():
     return train, dev
 
 
-def constraint():
-    return Constraint("no_hashtags", no_hashtags, FIX + ".", target=Tweet)
-
-
 def test_five_settings_against_hand_counts(scripted_lm, data):
     train, dev = data
     lm = scripted_lm(respond)
-    result = run_ablation(
-        dspy.Predict(Tweet), train, dev, metric, constraints=[constraint()],
-        optimizer_kwargs={"max_bootstrapped_demos": 2, "max_labeled_demos": 0},
-    )
+    result = ablate_tweeter(train, dev, optimizer_kwargs=TWO_BOOTSTRAPPED_DEMOS)
     assert list(result.settings) == list(SETTINGS)
     rates = result.pass_rates().set_index("setting")
     n = len(dev)
@@ -131,13 +128,13 @@ def test_lm_faults_are_accounted(scripted_lm, data):
     _, dev = data
 
     def flaky(messages):
-        q = re.search(r"## question ## \]\]\n(\S+)", messages[-1]["content"]).group(1)
+        q = question_of(messages)
         if q in ("d3", "d7"):
             raise ConnectionError("LM went away")
         return {"tweet": "fine"}
 
     scripted_lm(flaky)
-    result = run_ablation(dspy.Predict(Tweet), [], dev, metric, constraints=[constraint()], settings=["vanilla"])
+    result = ablate_tweeter([], dev, settings=["vanilla"])
     vanilla = result.settings[VANILLA]
     assert vanilla.n_ok == 8 and vanilla.n_failed == 2
     assert {e.index for e in vanilla.examples if not e.ok} == {3, 7}
@@ -152,12 +149,12 @@ def test_interrupt_leaves_a_consistent_partial_result(scripted_lm, data):
         if event.setting == COMPILE and event.phase == "evaluate" and event.done == 3:
             raise KeyboardInterrupt
 
-    result = run_ablation(dspy.Predict(Tweet), train, dev, metric, constraints=[constraint()], progress=progress)
+    result = ablate_tweeter(train, dev, progress=progress)
     assert result.interrupted
     assert list(result.settings) == [VANILLA, INFER_ASSERT]
     assert all(r.n == len(dev) for r in result.settings.values())
     # and the next run works
-    again = run_ablation(dspy.Predict(Tweet), train, dev, metric, constraints=[constraint()], settings="compile")
+    again = ablate_tweeter(train, dev, settings="compile")
     assert not again.interrupted and again.settings[COMPILE].n == len(dev)
 
 
@@ -165,8 +162,7 @@ def test_progress_events_cover_every_example(scripted_lm, data):
     train, dev = data
     scripted_lm(respond)
     events: list[ProgressEvent] = []
-    run_ablation(dspy.Predict(Tweet), train, dev, metric, constraints=[constraint()],
-                 settings="vanilla,compile_assert", progress=events.append, num_threads=4)
+    ablate_tweeter(train, dev, settings="vanilla,compile_assert", progress=events.append, num_threads=4)
     finished = [e for e in events if e.finished]
     assert [e.setting for e in finished] == [VANILLA, COMPILE_ASSERT]
     done = {e.setting: max(x.done for x in events if x.setting == e.setting and x.phase == "evaluate")
@@ -184,14 +180,12 @@ def test_settings_names_and_errors():
 
 def test_assertion_aware_metric_penalises_soft_and_zeroes_hard(scripted_lm):
     scripted_lm(lambda m: {"tweet": "x #tag"})
-    soft = activate_assertions(dspy.Predict(Tweet), max_backtracks=0, constraints=[constraint()])
+    soft = activated_tweeter(max_backtracks=0)
     pred = soft(question="q")
     aware = assertion_aware_metric(lambda e, p, t=None: 1.0, soft_penalty=0.25)
     assert aware(None, pred) == 0.75
-    hard = activate_assertions(
-        dspy.Predict(Tweet), max_backtracks=0,
-        constraints=[Constraint("h", no_hashtags, "x", hard=True, target=Tweet)], mode="observe",
-    )
+    hard = activated_tweeter(Constraint("h", no_hashtags, "x", hard=True, target=Tweet), max_backtracks=0,
+                             mode="observe")
     assert aware(None, hard(question="q")) == 0.0
     assert aware(None, dspy.Prediction(tweet="plain")) == 1.0
 
@@ -199,10 +193,7 @@ def test_assertion_aware_metric_penalises_soft_and_zeroes_hard(scripted_lm):
 def test_random_search_compile_with_assertions(scripted_lm, data):
     train, _ = data
     scripted_lm(respond)
-    outcome = compile_program(
-        dspy.Predict(Tweet), train, metric, constraints=[constraint()], optimizer="random_search",
-        num_candidate_programs=2, max_bootstrapped_demos=2, max_labeled_demos=0,
-    )
+    outcome = compile_tweeter(train, optimizer="random_search", num_candidate_programs=2, max_bootstrapped_demos=2)
     demos = outcome.demos["self"]
     assert demos and all(no_hashtags(d["tweet"]) for d in demos)
     assert outcome.lm_calls > 0 and outcome.counterexamples
@@ -211,8 +202,7 @@ def test_random_search_compile_with_assertions(scripted_lm, data):
 def test_compiled_program_saves_loads_and_runs_either_way(scripted_lm, data, tmp_path):
     train, _ = data
     scripted_lm(respond)
-    outcome = compile_program(dspy.Predict(Tweet), train, metric, constraints=[constraint()],
-                              max_bootstrapped_demos=2, max_labeled_demos=0)
+    outcome = compile_tweeter(train, max_bootstrapped_demos=2)
     path = tmp_path / "compiled.json"
     outcome.program.save(str(path))
     loaded = dspy.Predict(Tweet)
@@ -220,7 +210,7 @@ def test_compiled_program_saves_loads_and_runs_either_way(scripted_lm, data, tmp
     assert [dict(d)["tweet"] for d in loaded.demos] == [d["tweet"] for d in outcome.demos["self"]]
     plain = loaded(question="z")
     assert no_hashtags(plain.tweet)
-    asserted = activate_assertions(loaded, constraints=[constraint()])
+    asserted = activate_assertions(loaded, constraints=[hashtag_constraint()])
     out = asserted(question="z")
     assert out.tweet == plain.tweet and run_record_of(out).constraints["no_hashtags"].first_try_passes == 1
     assert len(assertion_log(asserted)) == 1
@@ -250,7 +240,7 @@ def test_summary_marks_unchecked_constraints_nan(scripted_lm, data):
 def test_summary_tokens_per_example_come_from_the_tally(scripted_lm, data):
     _, dev = data
     scripted_lm(lambda m: {"tweet": "x"})
-    result = run_ablation(dspy.Predict(Tweet), [], dev[:2], metric, constraints=[constraint()], settings="vanilla")
+    result = ablate_tweeter([], dev[:2], settings="vanilla")
     tokens = result.settings[VANILLA].tokens
     assert tokens > 0 and result.summary().loc["Vanilla", "tokens/ex"] == tokens / 2
 
@@ -268,7 +258,7 @@ def test_uncopyable_constraint_still_bootstraps_demos(scripted_lm, data):
 
     c = Constraint("no_hashtags", guarded_check, FIX + ".", target=Tweet)
     result = run_ablation(dspy.Predict(Tweet), train, dev[:2], metric, constraints=[c], settings="compile_assert",
-                          optimizer_kwargs={"max_bootstrapped_demos": 2, "max_labeled_demos": 0})
+                          optimizer_kwargs=TWO_BOOTSTRAPPED_DEMOS)
     assert len(result.demos[COMPILE_ASSERT]["self"]) == 2
 
 
@@ -286,7 +276,7 @@ def test_attribute_wise_copy_stays_activated_and_bound_to_itself(scripted_lm):
         def forward(self, question):
             return self.gen(question=question)
 
-    program = activate_assertions(Holder(), constraints=[constraint()])
+    program = activate_assertions(Holder(), constraints=[hashtag_constraint()])
     copy = program.deepcopy()
     assert copy.gen is not program.gen
     out = copy(question="q1")
@@ -297,11 +287,7 @@ def test_attribute_wise_copy_stays_activated_and_bound_to_itself(scripted_lm):
 # ================================================================ settings that mean what they say (issue 14)
 
 
-class InlineTweeter(dspy.Module):
-    def __init__(self):
-        super().__init__()
-        self.gen = dspy.Predict(Tweet)
-
+class InlineTweeter(TweetStep):
     def forward(self, question):
         tweet = self.gen(question=question).tweet
         Suggest(no_hashtags(tweet), FIX + ".", name="inline_no_hashtags")
@@ -312,7 +298,7 @@ def test_inline_constraints_get_rows_in_every_setting(scripted_lm, data):
     train, dev = data
     scripted_lm(respond)
     result = run_ablation(InlineTweeter(), train, dev[:4], metric,
-                          optimizer_kwargs={"max_bootstrapped_demos": 2, "max_labeled_demos": 0})
+                          optimizer_kwargs=TWO_BOOTSTRAPPED_DEMOS)
     rates = result.pass_rates()
     rows = rates[rates.constraint == "inline_no_hashtags"].set_index("setting")
     assert list(rows.index) == [LABELS[k] for k in SETTINGS]
@@ -336,11 +322,7 @@ def test_baselines_never_enforce_and_count_observing_calls_apart(scripted_lm, da
     judged = Constraint("engaging", lambda tweet: lm_judge("Is it engaging?", tweet=tweet), "Be fun.",
                         target=Tweet)
 
-    class Hard(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.gen = dspy.Predict(Tweet)
-
+    class Hard(TweetStep):
         def forward(self, question):
             tweet = self.gen(question=question).tweet
             Assert(no_hashtags(tweet), FIX, name="hard_inline")
@@ -357,8 +339,7 @@ def test_baselines_never_enforce_and_count_observing_calls_apart(scripted_lm, da
 def test_headlines_compare_like_with_like(scripted_lm, data):
     train, dev = data
     scripted_lm(respond)
-    result = run_ablation(dspy.Predict(Tweet), train, dev[:4], metric, constraints=[constraint()],
-                          optimizer_kwargs={"max_bootstrapped_demos": 2, "max_labeled_demos": 0})
+    result = ablate_tweeter(train, dev[:4], optimizer_kwargs=TWO_BOOTSTRAPPED_DEMOS)
     pairs = {tuple(re.findall(r"(Vanilla|Infer w/ Assert|Compile w/ Assert|C\+Infer w/ Assert|Compile) \d+%", h))
              for h in result.headlines() if h.startswith("no_hashtags")}
     assert pairs == {("Vanilla", "Infer w/ Assert"), ("Compile", "Compile w/ Assert"),
@@ -369,15 +350,11 @@ def test_records_reach_the_tables_when_the_program_returns_no_prediction(scripte
     _, dev = data
     scripted_lm(lambda m: {"tweet": "x #tag"})
 
-    class ReturnsDict(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.gen = dspy.Predict(Tweet)
-
+    class ReturnsDict(TweetStep):
         def forward(self, question):
             return {"tweet": self.gen(question=question).tweet}
 
-    result = run_ablation(ReturnsDict(), [], dev[:3], lambda e, p, t=None: 1.0, constraints=[constraint()],
+    result = run_ablation(ReturnsDict(), [], dev[:3], lambda e, p, t=None: 1.0, constraints=[hashtag_constraint()],
                           settings="vanilla")
     vanilla = result.settings[VANILLA]
     assert vanilla.constraint_stats["no_hashtags"].examples == 3
@@ -397,7 +374,7 @@ from lmassert_magic.engine.ablation import ALL_CONSTRAINTS  # noqa: E402
 def _mixed(messages):
     """d0-d5 answer with a hashtag unless given feedback; d6-d9 answer clean at once but too long."""
     last = messages[-1]["content"]
-    q = re.search(r"## question ## \]\]\n(\S+)", last).group(1)
+    q = question_of(messages)
     n = int(q.lstrip("d").split("-")[0])
     if n < 6:
         return {"tweet": f"answer-{q}" if FIX in last else f"answer-{q} #wow"}
@@ -406,7 +383,7 @@ def _mixed(messages):
 
 def _two_constraints():
     short = Constraint("short", lambda tweet: len(tweet) < 40, "Shorter.", target=Tweet, max_backtracks=0)
-    return [constraint(), short]
+    return [hashtag_constraint(), short]
 
 
 def test_pass_rates_carry_n_and_wilson_intervals_and_an_all_constraints_row(scripted_lm, data):
@@ -435,7 +412,7 @@ def test_metric_interval_is_wilson_for_0_1_scores_and_bootstrap_otherwise(script
     def clean(example, pred, trace=None):
         return "#" not in pred.tweet
 
-    result = run_ablation(dspy.Predict(Tweet), [], dev, clean, constraints=[constraint()], settings="vanilla")
+    result = run_ablation(dspy.Predict(Tweet), [], dev, clean, constraints=[hashtag_constraint()], settings="vanilla")
     summary = result.summary()
     low, high = proportion_confint(4, 10, method="wilson")
     assert summary.loc["Vanilla", "clean ci_low"] == pytest.approx(100 * low)
@@ -443,7 +420,7 @@ def test_metric_interval_is_wilson_for_0_1_scores_and_bootstrap_otherwise(script
     def graded(example, pred, trace=None):
         return len(pred.tweet) / 100
 
-    result = run_ablation(dspy.Predict(Tweet), [], dev, graded, constraints=[constraint()], settings="vanilla",
+    result = run_ablation(dspy.Predict(Tweet), [], dev, graded, constraints=[hashtag_constraint()], settings="vanilla",
                           seed=3)
     values = [len(e.outputs["tweet"]) / 100 for e in result.settings[VANILLA].examples]
     expected = scipy_stats.bootstrap((values,), lambda x, axis=-1: x.mean(axis=axis), confidence_level=0.95,
@@ -472,8 +449,7 @@ def test_comparisons_are_paired_by_example_and_noise_is_called_noise(scripted_lm
 def test_headlines_follow_the_numbers_not_a_template(scripted_lm, data):
     _, dev = data
     scripted_lm(_mixed)
-    result = run_ablation(dspy.Predict(Tweet), [], dev[:3], metric, constraints=[constraint()],
-                          settings="vanilla,infer_assert")
+    result = ablate_tweeter([], dev[:3], settings="vanilla,infer_assert")
     line = next(h for h in result.headlines() if h.startswith("no_hashtags"))
     assert "Vanilla 0% -> Infer w/ Assert 100% (+100 points" in line
     assert "not distinguishable from noise at this n" in line  # 3 examples cannot tell
@@ -484,12 +460,10 @@ def test_costs_do_not_depend_on_which_setting_ran_first(scripted_lm, data):
     tag = uuid.uuid4().hex[:8]  # fresh prompts: DSPy's cache is process-wide
     dev = [dspy.Example(question=f"d{i}-{tag}").with_inputs("question") for i in range(4)]
     scripted_lm(_mixed, cache=True)
-    alone = run_ablation(dspy.Predict(Tweet), [], dev, metric, constraints=[constraint()],
-                         settings="infer_assert").settings[INFER_ASSERT]
+    alone = ablate_tweeter([], dev, settings="infer_assert").settings[INFER_ASSERT]
     tag = uuid.uuid4().hex[:8]
     dev = [dspy.Example(question=f"d{i}-{tag}").with_inputs("question") for i in range(4)]
-    after = run_ablation(dspy.Predict(Tweet), [], dev, metric, constraints=[constraint()],
-                         settings="vanilla,infer_assert").settings[INFER_ASSERT]
+    after = ablate_tweeter([], dev, settings="vanilla,infer_assert").settings[INFER_ASSERT]
     assert after.cache_hits == 4 and alone.cache_hits == 0  # Vanilla warmed the first attempts
     assert (after.lm_calls, after.prompt_tokens, after.completion_tokens, after.tokens) == (
         alone.lm_calls, alone.prompt_tokens, alone.completion_tokens, alone.tokens)
@@ -498,8 +472,7 @@ def test_costs_do_not_depend_on_which_setting_ran_first(scripted_lm, data):
 def test_the_seed_is_kept_with_the_result(scripted_lm, data):
     _, dev = data
     scripted_lm(_mixed)
-    result = run_ablation(dspy.Predict(Tweet), [], dev[:2], metric, constraints=[constraint()],
-                          settings="vanilla", seed=11)
+    result = ablate_tweeter([], dev[:2], settings="vanilla", seed=11)
     assert result.seed == 11
 
 
@@ -508,14 +481,13 @@ def test_quality_changes_name_the_constraints_whose_retries_changed_answers(scri
 
     def respond(messages):
         last = messages[-1]["content"]
-        q = re.search(r"## question ## \]\]\n(\S+)", last).group(1)
+        q = question_of(messages)
         if FIX in last:  # the fix removes the hashtag and, for d0-d2, the answer with it
             return {"tweet": "a clean tweet" if q in ("d0", "d1", "d2") else f"answer-{q}"}
         return {"tweet": f"answer-{q} #wow"}
 
     scripted_lm(respond)
-    result = run_ablation(dspy.Predict(Tweet), [], dev[:5], metric, constraints=[constraint()],
-                          settings="vanilla,infer_assert")
+    result = ablate_tweeter([], dev[:5], settings="vanilla,infer_assert")
     changes = result.quality_changes(VANILLA, INFER_ASSERT)
     assert list(changes["index"]) == [0, 1, 2]
     assert all(r == ["no_hashtags"] for r in changes["retried_for"])
@@ -528,15 +500,11 @@ def test_a_record_the_result_cannot_carry_is_a_counted_warning(scripted_lm, data
     _, dev = data
     scripted_lm(lambda m: {"tweet": "x"})
 
-    class ReturnsText(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.gen = dspy.Predict(Tweet)
-
+    class ReturnsText(TweetStep):
         def forward(self, question):
             return self.gen(question=question).tweet
 
-    result = run_ablation(ReturnsText(), [], dev[:3], lambda e, p, t=None: 1.0, constraints=[constraint()],
+    result = run_ablation(ReturnsText(), [], dev[:3], lambda e, p, t=None: 1.0, constraints=[hashtag_constraint()],
                           settings="vanilla")
     warnings = result.settings[VANILLA].warnings
     assert len(warnings) == 1 and next(iter(warnings.values())) == 3

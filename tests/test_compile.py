@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import dspy
 import pytest
 
-from lmassert_magic import Assert, Constraint, Suggest
+from lmassert_magic import Assert, Suggest
 from lmassert_magic.engine.compile import CompileError, compile_program
 
-FIX = "Please remove hashtags"
-
-
-class Tweet(dspy.Signature):
-    """Write a tweet answering the question."""
-
-    question: str = dspy.InputField()
-    tweet: str = dspy.OutputField()
-
-
-def no_hashtags(tweet: str) -> bool:
-    return not re.search(r"#\w+", tweet)
-
-
-def question_of(messages) -> str:
-    return re.search(r"## question ## \]\]\n(\S+)", messages[-1]["content"]).group(1)
-
-
-def metric(example, pred, trace=None):
-    return float(f"answer-{example.question}" in pred.tweet)
-
-
-def hashtags():
-    return Constraint("no_hashtags", no_hashtags, FIX + ".", target=Tweet)
+from helpers import FIX, Tweet, TweetStep, compile_tweeter, metric, no_hashtags, question_of
 
 
 def train(n=6, prefix="t"):
@@ -52,8 +27,7 @@ def test_failed_training_examples_are_counted_with_their_errors(scripted_lm):
 
     scripted_lm(respond)
     data = train(4) + train(2, prefix="boom")
-    outcome = compile_program(dspy.Predict(Tweet), data, metric, constraints=[hashtags()],
-                              max_bootstrapped_demos=8, max_labeled_demos=0)
+    outcome = compile_tweeter(data, max_bootstrapped_demos=8)
     assert outcome.n_examples == 6
     assert outcome.n_failed == 2
     assert len(outcome.failures) == 2 and all("LM down for boom" in f for f in outcome.failures)
@@ -72,8 +46,7 @@ def test_max_errors_stops_the_compile_with_a_clear_error(scripted_lm):
     scripted_lm(respond)
     data = train(2, prefix="boom") + train(4)
     with pytest.raises(CompileError, match=r"2 of 6 training examples failed.*max_errors=2.*Error: .*LM down"):
-        compile_program(dspy.Predict(Tweet), data, metric, constraints=[hashtags()], max_errors=2,
-                        max_bootstrapped_demos=8, max_labeled_demos=0)
+        compile_tweeter(data, max_errors=2, max_bootstrapped_demos=8)
 
 
 # ---------------------------------------------------------------- demos that pass
@@ -90,8 +63,7 @@ def _stubborn_on_odd(messages):
 
 def test_traces_still_failing_a_soft_constraint_are_not_demos_by_default(scripted_lm):
     scripted_lm(_stubborn_on_odd)
-    outcome = compile_program(dspy.Predict(Tweet), train(6), metric, constraints=[hashtags()],
-                              max_bootstrapped_demos=8, max_labeled_demos=0)
+    outcome = compile_tweeter(train(6), max_bootstrapped_demos=8)
     demos = outcome.demos["self"]
     assert demos and all(no_hashtags(d["tweet"]) for d in demos)
     assert outcome.dropped_soft_failures == 3
@@ -99,19 +71,14 @@ def test_traces_still_failing_a_soft_constraint_are_not_demos_by_default(scripte
 
 def test_keep_soft_failures_keeps_them_as_dspy25_did(scripted_lm):
     scripted_lm(_stubborn_on_odd)
-    outcome = compile_program(dspy.Predict(Tweet), train(6), metric, constraints=[hashtags()],
-                              max_bootstrapped_demos=8, max_labeled_demos=0, keep_soft_failures=True)
+    outcome = compile_tweeter(train(6), max_bootstrapped_demos=8, keep_soft_failures=True)
     assert len(outcome.demos["self"]) == 6 and outcome.dropped_soft_failures == 0
 
 
 # ---------------------------------------------------------------- assertion-free baseline
 
 
-class InlineProgram(dspy.Module):
-    def __init__(self):
-        super().__init__()
-        self.gen = dspy.Predict(Tweet)
-
+class InlineProgram(TweetStep):
     def forward(self, question):
         tweet = self.gen(question=question).tweet
         Suggest(no_hashtags(tweet), FIX + ".", name="inline_no_hashtags")
@@ -140,8 +107,7 @@ def _fixes_on_feedback(messages):
 
 def test_counterexamples_appear_in_retry_prompts_only_by_default(scripted_lm):
     scripted_lm(_fixes_on_feedback)
-    outcome = compile_program(dspy.Predict(Tweet), train(3), metric, constraints=[hashtags()],
-                              max_bootstrapped_demos=2, max_labeled_demos=0)
+    outcome = compile_tweeter(train(3), max_bootstrapped_demos=2)
     assert outcome.counterexample_mode == "retry"
     lm = scripted_lm(lambda m: {"tweet": "fine"})
     outcome.program(question="z")
@@ -150,8 +116,7 @@ def test_counterexamples_appear_in_retry_prompts_only_by_default(scripted_lm):
 
 def test_counterexamples_can_be_put_in_the_normal_prompt(scripted_lm):
     scripted_lm(_fixes_on_feedback)
-    outcome = compile_program(dspy.Predict(Tweet), train(3), metric, constraints=[hashtags()],
-                              max_bootstrapped_demos=2, max_labeled_demos=0, counterexamples="prompt")
+    outcome = compile_tweeter(train(3), max_bootstrapped_demos=2, counterexamples="prompt")
     assert outcome.counterexample_mode == "prompt"
     lm = scripted_lm(lambda m: {"tweet": "fine"})
     outcome.program(question="z")

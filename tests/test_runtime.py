@@ -22,42 +22,14 @@ from lmassert_magic import (
 )
 from lmassert_magic.engine import OBSERVE, assertion_log, deactivate_assertions, run_record_of
 
-FIX = "Please remove hashtags"
-
-
-class Tweet(dspy.Signature):
-    """Write a tweet answering the question."""
-
-    question: str = dspy.InputField()
-    tweet: str = dspy.OutputField()
-
-
-class Query(dspy.Signature):
-    """Write a search query."""
-
-    question: str = dspy.InputField()
-    query: str = dspy.OutputField()
-
-
-def no_hashtags(tweet: str) -> bool:
-    return not re.search(r"#\w+", tweet)
-
-
-def fixes_on_feedback(messages):
-    """Hashtags unless the prompt carries the feedback."""
-    return {"tweet": "clean tweet" if FIX in messages[-1]["content"] else "great #news"}
-
-
-def hashtag_constraint(**kw):
-    return Constraint("no_hashtags", no_hashtags, FIX + ".", target=kw.pop("target", Tweet), **kw)
-
+from helpers import FIX, Query, Tweet, TweetStep, activated_tweeter, fixes_on_feedback, hashtag_constraint, no_hashtags
 
 # ---------------------------------------------------------------- retry prompt
 
 
 def test_retry_prompt_shows_feedback_and_past_output(scripted_lm):
     lm = scripted_lm(fixes_on_feedback)
-    program = activate_assertions(dspy.Predict(Tweet), constraints=[hashtag_constraint()])
+    program = activated_tweeter()
     out = program(question="What's new?")
     assert out.tweet == "clean tweet"
     assert len(lm.prompts) == 2
@@ -71,11 +43,7 @@ def test_retry_prompt_shows_feedback_and_past_output(scripted_lm):
 def test_inline_suggest_retry_prompt_and_counts(scripted_lm):
     lm = scripted_lm(fixes_on_feedback)
 
-    class Program(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.gen = dspy.Predict(Tweet)
-
+    class Program(TweetStep):
         def forward(self, question):
             tweet = self.gen(question=question).tweet
             Suggest(no_hashtags(tweet), FIX + ".")
@@ -92,7 +60,7 @@ def test_inline_suggest_retry_prompt_and_counts(scripted_lm):
 
 def test_retry_bypasses_cache_with_distinct_rollouts(scripted_lm):
     lm = scripted_lm(lambda m: {"tweet": "always #same"})
-    program = activate_assertions(dspy.Predict(Tweet), max_backtracks=2, constraints=[hashtag_constraint()])
+    program = activated_tweeter(max_backtracks=2)
     program(question="q")
     assert len(lm.prompts) == 3
     configs = [entry["kwargs"] for entry in lm.history]
@@ -108,7 +76,7 @@ def test_retry_bypasses_cache_with_distinct_rollouts(scripted_lm):
 
 def test_suggest_continues_with_last_output_after_budget(scripted_lm):
     lm = scripted_lm(lambda m: {"tweet": "still #bad"})
-    program = activate_assertions(dspy.Predict(Tweet), max_backtracks=2, constraints=[hashtag_constraint()])
+    program = activated_tweeter(max_backtracks=2)
     out = program(question="q")
     assert out.tweet == "still #bad"
     assert len(lm.prompts) == 3
@@ -120,9 +88,7 @@ def test_suggest_continues_with_last_output_after_budget(scripted_lm):
 
 def test_assert_raises_after_budget_naming_everything(scripted_lm):
     scripted_lm(lambda m: {"tweet": "still #bad"})
-    program = activate_assertions(
-        dspy.Predict(Tweet), max_backtracks=1, constraints=[hashtag_constraint(hard=True)]
-    )
+    program = activated_tweeter(hashtag_constraint(hard=True), max_backtracks=1)
     with pytest.raises(DSPyAssertionError) as info:
         program(question="q")
     err = info.value
@@ -136,11 +102,7 @@ def test_assert_raises_after_budget_naming_everything(scripted_lm):
 def test_inline_assert_raises_after_budget(scripted_lm):
     scripted_lm(lambda m: {"tweet": "still #bad"})
 
-    class Program(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.gen = dspy.Predict(Tweet)
-
+    class Program(TweetStep):
         def forward(self, question):
             tweet = self.gen(question=question).tweet
             Assert(no_hashtags(tweet), "no hashtags please")
@@ -159,16 +121,14 @@ def test_without_activation_suggest_never_raises_and_assert_does():
 
 def test_per_constraint_budget_overrides_the_default(scripted_lm):
     lm = scripted_lm(lambda m: {"tweet": "still #bad"})
-    program = activate_assertions(
-        dspy.Predict(Tweet), max_backtracks=3, constraints=[hashtag_constraint(max_backtracks=0)]
-    )
+    program = activated_tweeter(hashtag_constraint(max_backtracks=0), max_backtracks=3)
     program(question="q")
     assert len(lm.prompts) == 1
 
 
 def test_observe_mode_records_without_retrying(scripted_lm):
     lm = scripted_lm(lambda m: {"tweet": "#bad"})
-    program = activate_assertions(dspy.Predict(Tweet), constraints=[hashtag_constraint(hard=True)], mode=OBSERVE)
+    program = activated_tweeter(hashtag_constraint(hard=True), mode=OBSERVE)
     out = program(question="q")
     assert out.tweet == "#bad" and len(lm.prompts) == 1
     assert run_record_of(out).constraints["no_hashtags"].final_failures == 1
@@ -190,7 +150,7 @@ def test_counts_are_exact_over_many_runs(scripted_lm):
         return {"tweet": "fine"}
 
     lm = scripted_lm(respond)
-    program = activate_assertions(dspy.Predict(Tweet), max_backtracks=2, constraints=[hashtag_constraint()])
+    program = activated_tweeter(max_backtracks=2)
     questions = ["x1", "y1", "y2", "ok1", "ok2", "ok3"]
     for q in questions:
         program(question=q)
@@ -301,11 +261,7 @@ def test_target_matching_nothing_is_an_error_at_activation():
 def test_inline_target_matching_nothing_is_an_error_at_first_use(scripted_lm):
     scripted_lm(lambda m: {"tweet": "#x"})
 
-    class Program(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.gen = dspy.Predict(Tweet)
-
+    class Program(TweetStep):
         def forward(self, question):
             t = self.gen(question=question).tweet
             Suggest(False, "x", target_module=Query)
@@ -343,7 +299,7 @@ def test_eight_threads_match_one_thread(scripted_lm):
     examples = [dspy.Example(question=f"q{i}").with_inputs("question") for i in range(40)]
 
     def run(threads):
-        program = activate_assertions(dspy.Predict(Tweet), constraints=[hashtag_constraint()])
+        program = activated_tweeter()
         outs = program.batch(examples, num_threads=threads)
         return [o.tweet for o in outs], assertion_log(program).constraint_stats()["no_hashtags"]
 
@@ -356,7 +312,7 @@ def test_eight_threads_match_one_thread(scripted_lm):
 
 def test_evaluate_with_threads(scripted_lm):
     scripted_lm(fixes_on_feedback)
-    program = activate_assertions(dspy.Predict(Tweet), constraints=[hashtag_constraint()])
+    program = activated_tweeter()
     devset = [dspy.Example(question=f"q{i}").with_inputs("question") for i in range(16)]
     result = dspy.Evaluate(devset=devset, metric=lambda e, p, t=None: no_hashtags(p.tweet), num_threads=8)(program)
     assert result.score == 100.0
@@ -397,7 +353,7 @@ def test_dspy25_program_runs_with_changed_imports(scripted_lm, style):
 
 def test_deactivated_program_is_plain_and_saves_like_the_original(scripted_lm, tmp_path):
     scripted_lm(lambda m: {"tweet": "#bad"})
-    program = activate_assertions(dspy.Predict(Tweet), constraints=[hashtag_constraint()])
+    program = activated_tweeter()
     program.demos = [dspy.Example(question="a", tweet="b")]
     path = tmp_path / "p.json"
     program.save(str(path))
@@ -425,6 +381,15 @@ class Card(dspy.Signature):
     card: str = dspy.OutputField()
 
 
+class PlanThenCard(dspy.Module):
+    """Two steps, `make_plan` then `make_card`; subclasses write `forward`, so inline checks stay in this file."""
+
+    def __init__(self):
+        super().__init__()
+        self.make_plan = dspy.Predict(Plan)
+        self.make_card = dspy.Predict(Card)
+
+
 def _field_of(messages):
     """Which signature a prompt is for (Plan or Card), from its last message."""
     tail = messages[-1]["content"].split("Respond with")[-1]
@@ -448,12 +413,7 @@ def test_shared_budget_five_soft_constraints_spend_max_backtracks_in_all(scripte
 def test_shared_budget_spans_inline_and_declared_and_steps(scripted_lm):
     lm = scripted_lm(lambda m: {"plan": "bad plan"} if _field_of(m) == "plan" else {"card": "bad card"})
 
-    class PlanCard(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.make_plan = dspy.Predict(Plan)
-            self.make_card = dspy.Predict(Card)
-
+    class PlanCard(PlanThenCard):
         def forward(self, topic):
             plan = self.make_plan(topic=topic).plan
             Suggest("good" in plan, "Make the plan good.", name="good_plan")
@@ -472,11 +432,7 @@ def test_message_quoting_the_output_cannot_retry_without_end(scripted_lm):
     counter = iter(range(10_000))
     lm = scripted_lm(lambda m: {"tweet": "x" * (300 + next(counter))})
 
-    class Program(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.gen = dspy.Predict(Tweet)
-
+    class Program(TweetStep):
         def forward(self, question):
             tweet = self.gen(question=question).tweet
             Suggest(len(tweet) <= 280, f"{len(tweet)} chars is too long")
@@ -558,12 +514,7 @@ def test_inline_check_upstream_retry_rechecks_downstream_declared(scripted_lm):
 
     lm = scripted_lm(respond)
 
-    class PlanCard(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.make_plan = dspy.Predict(Plan)
-            self.make_card = dspy.Predict(Card)
-
+    class PlanCard(PlanThenCard):
         def forward(self, topic):
             plan = self.make_plan(topic=topic).plan
             card = self.make_card(plan=plan).card
@@ -589,12 +540,7 @@ def test_check_from_an_abandoned_pass_does_not_count(scripted_lm):
 
     scripted_lm(respond)
 
-    class Branchy(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.make_plan = dspy.Predict(Plan)
-            self.make_card = dspy.Predict(Card)
-
+    class Branchy(PlanThenCard):
         def forward(self, topic):
             plan = self.make_plan(topic=topic).plan
             if plan == "skip":
@@ -623,12 +569,7 @@ def test_a_retried_earlier_step_is_not_resampled_when_a_later_one_retries(script
 
     lm = scripted_lm(respond)
 
-    class PlanCard(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.make_plan = dspy.Predict(Plan)
-            self.make_card = dspy.Predict(Card)
-
+    class PlanCard(PlanThenCard):
         def forward(self, topic):
             plan = self.make_plan(topic=topic).plan
             Suggest("good" in plan, "better plan", name="good_plan")
@@ -648,11 +589,7 @@ def test_inline_constraints_are_named_by_call_site_not_message(scripted_lm):
     counter = iter(range(100))
     scripted_lm(lambda m: {"tweet": "x" * (300 + next(counter))})
 
-    class Program(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.gen = dspy.Predict(Tweet)
-
+    class Program(TweetStep):
         def forward(self, question):
             tweet = self.gen(question=question).tweet
             Suggest(len(tweet) <= 280, f"{len(tweet)} chars is too long")
@@ -671,9 +608,7 @@ def test_inline_constraints_are_named_by_call_site_not_message(scripted_lm):
 
 def test_errors_subclass_assertion_error_and_carry_dspy25_attributes(scripted_lm):
     scripted_lm(lambda m: {"tweet": "still #bad"})
-    program = activate_assertions(
-        dspy.Predict(Tweet), max_backtracks=1, constraints=[hashtag_constraint(hard=True)]
-    )
+    program = activated_tweeter(hashtag_constraint(hard=True), max_backtracks=1)
     with pytest.raises(AssertionError) as info:
         program(question="q")
     err = info.value
@@ -688,11 +623,7 @@ def test_errors_subclass_assertion_error_and_carry_dspy25_attributes(scripted_lm
 
 
 def _batch_program(num_threads):
-    class Batched(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.gen = dspy.Predict(Tweet)
-
+    class Batched(TweetStep):
         def forward(self, questions):
             examples = [dspy.Example(question=q).with_inputs("question") for q in questions]
             outs = self.gen.batch(examples, num_threads=num_threads)
@@ -717,11 +648,7 @@ def test_predictors_called_through_batch_are_checked_and_counted(scripted_lm, nu
 def test_inline_assert_in_a_parallel_worker_is_retried(scripted_lm):
     lm = scripted_lm(fixes_on_feedback)
 
-    class Worker(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.gen = dspy.Predict(Tweet)
-
+    class Worker(TweetStep):
         def forward(self, question):
             tweet = self.gen(question=question).tweet
             Assert(no_hashtags(tweet), FIX + ".", name="no_hashtags_inline")
@@ -753,11 +680,7 @@ def test_carry_run_joins_a_raw_thread_pool_to_the_run(scripted_lm):
 
     scripted_lm(fixes_on_feedback)
 
-    class Pool(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.gen = dspy.Predict(Tweet)
-
+    class Pool(TweetStep):
         def forward(self, questions):
             with ThreadPoolExecutor(2) as pool:
                 tweets = list(pool.map(carry_run(lambda q: self.gen(question=q).tweet), questions))
@@ -775,10 +698,9 @@ def test_calls_outside_any_run_while_one_is_active_are_counted(scripted_lm):
 
     lm = scripted_lm(fixes_on_feedback)
 
-    class Pool(dspy.Module):
+    class Pool(TweetStep):
         def __init__(self):
             super().__init__()
-            self.gen = dspy.Predict(Tweet)
             self.gen.set_lm(lm)  # a raw thread does not see dspy.context's settings
 
         def forward(self, questions):
@@ -797,11 +719,7 @@ def test_calls_outside_any_run_while_one_is_active_are_counted(scripted_lm):
 def test_activated_module_exposes_the_signature_of_its_forward():
     import inspect
 
-    class Step(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.gen = dspy.Predict(Tweet)
-
+    class Step(TweetStep):
         def forward(self, question, style="plain"):
             return self.gen(question=question)
 
@@ -815,9 +733,7 @@ def test_activated_module_exposes_the_signature_of_its_forward():
 
 def test_retry_temperature_is_an_option(scripted_lm):
     lm = scripted_lm(lambda m: {"tweet": "#bad"})
-    program = activate_assertions(
-        dspy.Predict(Tweet), max_backtracks=1, constraints=[hashtag_constraint()], retry_temperature=0.3
-    )
+    program = activated_tweeter(max_backtracks=1, retry_temperature=0.3)
     program(question="q")
     assert lm.history[-1]["kwargs"]["temperature"] == 0.3
 
@@ -825,9 +741,7 @@ def test_retry_temperature_is_an_option(scripted_lm):
 def test_retry_sampling_is_derived_from_the_seed_and_differs_per_attempt(scripted_lm):
     def rollouts(seed, question="q"):
         lm = scripted_lm(lambda m: {"tweet": "#bad"})
-        program = activate_assertions(
-            dspy.Predict(Tweet), max_backtracks=2, constraints=[hashtag_constraint()], seed=seed
-        )
+        program = activated_tweeter(max_backtracks=2, seed=seed)
         program(question=question)
         assert all(e["kwargs"].get("seed") == e["kwargs"].get("rollout_id") for e in lm.history[1:])
         return [entry["kwargs"].get("rollout_id") for entry in lm.history]

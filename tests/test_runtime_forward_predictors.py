@@ -13,18 +13,13 @@ import pytest
 from lmassert_magic import Constraint, Suggest, activate_assertions
 from lmassert_magic.engine import run_record_of
 
+from helpers import Query
+
 FIX = "Remove the hashtag."
 
 
-class Query(dspy.Signature):
-    """Write a search query."""
-
-    question: str = dspy.InputField()
-    query: str = dspy.OutputField()
-
-
 class Tweet(dspy.Signature):
-    """Write a tweet."""
+    """Write a tweet."""  # from the question and a query: not the shared `helpers.Tweet`
 
     question: str = dspy.InputField()
     query: str = dspy.InputField()
