@@ -54,6 +54,14 @@ LEGACY_PROGRAM = textwrap.dedent(
 )
 
 
+class QuestionAnswerStep(dspy.Module):
+    """One `Predict("question -> answer")` step, `predictor`; subclasses write `forward`."""
+
+    def __init__(self):
+        super().__init__()
+        self.predictor = dspy.Predict("question -> answer")
+
+
 @pytest.fixture(autouse=True)
 def _off_afterwards():
     compat.uninstall()
@@ -192,11 +200,7 @@ def test_is_metric_failures_reach_the_programs_counters(scripted_lm):
 
     scripted_lm(lambda m: {"answer": "red"})
 
-    class Program(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.predictor = dspy.Predict("question -> answer")
-
+    class Program(QuestionAnswerStep):
         def forward(self, question):
             pred = self.predictor(question=question)
             Suggest(pred.answer == "blue", "Say blue.", is_metric=True)
@@ -240,11 +244,7 @@ def test_transforming_twice_does_not_stack_two_handlers(scripted_lm):
 
     lm = scripted_lm(lambda m: {"answer": "red"})
 
-    class Program(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.predictor = dspy.Predict("question -> answer")
-
+    class Program(QuestionAnswerStep):
         def forward(self, question):
             pred = self.predictor(question=question)
             engine_compat.Assert(pred.answer == "blue", "Say blue.")
@@ -288,11 +288,7 @@ def test_declared_constraints_stay_on_a_step_mapped_to_retry(scripted_lm):
 
     lm = scripted_lm(lambda m: {"answer": "blue" if "Say blue." in m[-1]["content"] else "red"})
 
-    class Holder(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.predictor = dspy.Predict("question -> answer")
-
+    class Holder(QuestionAnswerStep):
         def forward(self, question):
             return self.predictor(question=question)
 

@@ -27,6 +27,17 @@ def corpus_retriever() -> BM25Retriever:
     return BM25Retriever(load_corpus(), k=3)
 
 
+class RetrieveStep(dspy.Module):
+    """A program whose one step, `retrieve`, is the given retriever: what deepcopy and the index must survive."""
+
+    def __init__(self, retriever: BM25Retriever) -> None:
+        super().__init__()
+        self.retrieve = retriever
+
+    def forward(self, question: str) -> dspy.Prediction:
+        return dspy.Prediction(context=self.retrieve(question))
+
+
 def test_tokenize_lowercases_and_drops_stopwords():
     assert tokenize("Who directed 'The Salt Orchard'?") == ["directed", "salt", "orchard"]
     assert tokenize("") == []
@@ -112,15 +123,7 @@ def test_the_index_is_built_once_and_queries_never_rebuild_it(monkeypatch):
     assert built == [len(TOY)] and tokenized == TOY  # one index, each passage tokenised once
     tokenized.clear()
 
-    class Program(dspy.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.retrieve = r
-
-        def forward(self, question: str) -> dspy.Prediction:
-            return dspy.Prediction(context=self.retrieve(question))
-
-    clone = Program().deepcopy()
+    clone = RetrieveStep(r).deepcopy()
     queries = ["glass works", "Kestin salt", "Tarn River sea"]
     for q in queries:
         r(q)
@@ -149,15 +152,7 @@ def test_with_k_and_copies_share_the_index():
 def test_works_as_a_step_inside_a_dspy_module():
     r = BM25Retriever(TOY, k=1)
 
-    class Program(dspy.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.retrieve = r
-
-        def forward(self, question: str) -> dspy.Prediction:
-            return dspy.Prediction(context=self.retrieve(question))
-
-    program = Program()
+    program = RetrieveStep(r)
     clone = program.deepcopy()
     assert clone.retrieve._bm25 is r._bm25
     assert clone(question="salt mines").context == [TOY[1]]

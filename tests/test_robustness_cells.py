@@ -28,6 +28,8 @@ from IPython.core.error import UsageError
 from lmassert_magic.registry import get_registry
 from lmassert_magic.testing import ScriptedLM
 
+from helpers import GENERATE_TWEET_CELL
+
 #: Cells tried per magic (checked by test_at_least_500_malformed_cells_were_tried).
 TRIED: collections.Counter[str] = collections.Counter()
 EXAMPLES = {"signature": 200, "assert": 200, "compile": 160}
@@ -63,13 +65,7 @@ empty = []
 no_inputs = [dspy.Example(question="q")]
 '''
 
-TWEET = '''%%signature GenerateTweet
-"""Generate an engaging tweet that answers the question, faithful to the context."""
-question: str = In()
-context: list[str] = In(desc="facts that may be relevant")
-tweet: str = Out()
-'''
-VALID_BODY = TWEET.split("\n", 1)[1]
+VALID_BODY = GENERATE_TWEET_CELL.split("\n", 1)[1]
 OTHER = "%%signature Other\nquestion -> answer\n"
 NO_HASHTAGS = '%%assert GenerateTweet --name no_hashtags\nnot re.search(r"#\\w+", tweet)\n"Remove hashtags."\n'
 COMPILED = ("%%compile tweeter --train trainset --dev devset --metric quality --settings vanilla\n"
@@ -89,7 +85,7 @@ def notebook(ip):
     """A notebook with two signatures, a constraint and a compiled program (over a scripted LM)."""
     lm = ScriptedLM(lambda messages: {"tweet": "a #tweet", "answer": "x"})
     with dspy.context(lm=lm):
-        for cell in (SETUP, TWEET, OTHER, NO_HASHTAGS, COMPILED):
+        for cell in (SETUP, GENERATE_TWEET_CELL, OTHER, NO_HASHTAGS, COMPILED):
             ip.run_cell(cell)
         assert set(get_registry().names()) == {"GenerateTweet", "Other", "no_hashtags", "tweeter"}
         yield ip
