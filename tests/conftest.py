@@ -1,4 +1,7 @@
-"""Shared fixtures: a testing IPython shell that re-raises cell errors, and scripted LMs."""
+"""Shared fixtures: a testing IPython shell that re-raises cell errors, and scripted LMs.
+
+Shared plain objects (the tweet task, one-step program bases, the tweet notebook's cells) are in helpers.py.
+"""
 
 from __future__ import annotations
 

@@ -60,7 +60,8 @@ def fixes_on_feedback(messages) -> dict[str, str]:
 
 def activated_tweeter(constraint: Constraint | None = None, **options) -> dspy.Module:
     """`Predict(Tweet)` activated with one constraint (the hashtag one unless given) and these options."""
-    return activate_assertions(dspy.Predict(Tweet), constraints=[constraint or hashtag_constraint()], **options)
+    constraint = hashtag_constraint() if constraint is None else constraint
+    return activate_assertions(dspy.Predict(Tweet), constraints=[constraint], **options)
 
 
 def compile_tweeter(examples, **options):
