@@ -511,3 +511,56 @@ def test_lm_magic_local(shell, capsys):
     out = capsys.readouterr().out
     assert is_embedded_lm(dspy.settings.lm) and dspy.settings.lm.kwargs["max_tokens"] == 256
     assert "local: SmolLM2" in out
+
+
+class _OverlapCountingServer:
+    """Stands in for xllamacpp's server: counts how many chat requests run at once."""
+
+    def __init__(self):
+        import threading
+
+        self.running = self.most = 0
+        self.lock = threading.Lock()
+
+    def handle_chat_completions(self, body):
+        import time
+
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.05)
+        with self.lock:
+            self.running -= 1
+        return {"choices": [{"message": {"content": "ok"}}]}
+
+
+def _server_with(fake, **options):
+    from lmassert_magic.lm.local_server import LocalServer
+
+    server = LocalServer.__new__(LocalServer)  # no model: only the request path is under test
+    server._closed, server._server = False, fake
+    server._init_request_order(**options)
+    return server
+
+
+@pytest.mark.parametrize("batch, expected_most", [(False, 1), (True, 4)])
+def test_embedded_server_takes_requests_one_at_a_time_unless_batching_is_asked(batch, expected_most):
+    """llama.cpp decodes concurrent requests in one batch, and the batch changes the numbers: with two
+    evaluation threads, 30 of 213 repeated prompts got another output. One at a time, threads cannot."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fake = _OverlapCountingServer()
+    server = _server_with(fake, batch_requests=batch)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: server.chat({"messages": []}), range(8)))
+    assert fake.most == expected_most
+
+
+def test_batching_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LMASSERT_BATCH", "1")
+    assert _server_with(_OverlapCountingServer()).batch_requests is True
+    monkeypatch.setenv("LMASSERT_BATCH", "0")
+    assert _server_with(_OverlapCountingServer()).batch_requests is False
+    monkeypatch.setenv("LMASSERT_BATCH", "maybe")
+    with pytest.raises(ValueError, match="LMASSERT_BATCH"):
+        _server_with(_OverlapCountingServer())
