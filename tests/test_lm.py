@@ -520,6 +520,7 @@ class _OverlapCountingServer:
         import threading
 
         self.running = self.most = 0
+        self.bodies = []
         self.lock = threading.Lock()
 
     def handle_chat_completions(self, body):
@@ -528,6 +529,7 @@ class _OverlapCountingServer:
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
+            self.bodies.append(body)
         time.sleep(0.05)
         with self.lock:
             self.running -= 1
@@ -554,6 +556,8 @@ def test_embedded_server_takes_requests_one_at_a_time_unless_batching_is_asked(b
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: server.chat({"messages": []}), range(8)))
     assert fake.most == expected_most
+    # one at a time also means no reuse of a cached prompt prefix (its slot depends on arrival order)
+    assert all(b.get("cache_prompt", True) is batch for b in fake.bodies) and len(fake.bodies) == 8
 
 
 def test_batching_is_read_from_the_environment(monkeypatch):
@@ -564,3 +568,19 @@ def test_batching_is_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("LMASSERT_BATCH", "maybe")
     with pytest.raises(ValueError, match="LMASSERT_BATCH"):
         _server_with(_OverlapCountingServer())
+
+
+def test_the_run_config_says_how_the_embedded_model_takes_requests_without_starting_it(monkeypatch):
+    from lmassert_magic.engine.ablation import lm_facts
+    from lmassert_magic.lm.local import EmbeddedEngine, local_server_running
+    from lmassert_magic.testing import ScriptedLM
+
+    lm = dspy.LM("local/model", engine=EmbeddedEngine())
+    running = local_server_running()
+    monkeypatch.delenv("LMASSERT_BATCH", raising=False)
+    assert lm_facts(lm) == {"lm": "local/model", "lm_requests": "one at a time"}
+    monkeypatch.setenv("LMASSERT_BATCH", "1")
+    if not running:  # a server started by an earlier test keeps the setting it started with
+        assert lm_facts(lm)["lm_requests"] == "batched"
+    assert local_server_running() == running
+    assert lm_facts(ScriptedLM(lambda m: {}))["lm_requests"].startswith("unknown")

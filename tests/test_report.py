@@ -951,3 +951,18 @@ def test_headless_run_exports_the_static_report(tmp_path: Any, monkeypatch: pyte
     # progress fell back to text lines
     streams = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
     assert "[lmassert] C+Infer w/ Assert: done: 8 examples" in streams
+
+
+def test_threads_with_an_lm_that_may_batch_requests_are_named_as_what_the_figures_depend_on() -> None:
+    result = hand_result()
+    for requests, warned in (("batched", True), ("unknown (a server may batch parallel requests)", True),
+                             ("one at a time", False)):
+        result.config = {"num_threads": 2, "lm": "local/model", "lm_requests": requests}
+        report = CompileReport(result)
+        html, text = report.html(), report.text()
+        assert ("can differ from a run with another number of threads" in visible_text(html)) is warned
+        assert ("!! 2 evaluation threads" in text) is warned
+        config = visible_text(re.search(r'<div class="lmassert-config".*?</div>', html, re.S).group(0))
+        assert f"lm_requests={requests}" in config
+    result.config = {"num_threads": 1, "lm_requests": "batched"}
+    assert "number of threads" not in CompileReport(result).text()

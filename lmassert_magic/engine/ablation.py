@@ -98,7 +98,7 @@ def run_ablation(
         constraints=constraints, metric_name=getattr(metric, "__name__", "metric"), requested=keys, seed=seed,
         config={"max_backtracks": max_backtracks, "budget": budget, "retry_temperature": retry_temperature,
                 "optimizer": optimizer, "counterexamples": counterexamples, "keep_soft_failures": keep_soft_failures,
-                "num_threads": num_threads},
+                "num_threads": num_threads, **lm_facts()},
     )
     notify = progress or (lambda event: None)
     compiled: dict[str, CompileOutcome] = {}
@@ -203,6 +203,21 @@ def _silenced(quiet: bool) -> Iterator[None]:
 
 
 
+def lm_facts(lm: Any = None) -> dict[str, Any]:
+    """What the figures depend on besides the seed: the LM, and whether its server may batch requests.
+
+    A server that decodes concurrent requests in one batch can give other outputs with more threads;
+    an LM whose engine says it takes requests one at a time (the embedded model's default) cannot.
+    """
+    lm = lm if lm is not None else dspy.settings.lm
+    if lm is None:
+        return {}
+    facts: dict[str, Any] = {"lm": getattr(lm, "model", type(lm).__name__)}
+    order = getattr(getattr(lm, "engine", None), "request_order", None)
+    facts["lm_requests"] = order or "unknown (a server may batch parallel requests)"
+    return facts
+
+
 def program_to_bind(
     result: AblationResult, program: dspy.Module, constraints: Sequence[Constraint],
     max_backtracks: int = defaults.MAX_BACKTRACKS, **config: Any,
@@ -226,6 +241,7 @@ def program_to_bind(
     return base.deepcopy()
 
 __all__ = [
+    "lm_facts",
     "program_to_bind",
     "ALL_CONSTRAINTS",
     "C_INFER_ASSERT",

@@ -46,6 +46,7 @@ from .local_install import (
 )
 from .local_server import (
     LocalServer,
+    batch_from_env,
     get_local_server,
     is_loopback_host,
     local_server_running,
@@ -147,6 +148,15 @@ class EmbeddedEngine:
         body.pop("stream", None)
         body.pop("stream_options", None)
         return body
+
+    @property
+    def request_order(self) -> str:
+        """Whether concurrent requests may share a decoding batch (see `LocalServer`): the report shows it."""
+        server = self._server if self._server is not None and not self._server.closed else None
+        if server is None and local_server_running():
+            server = get_local_server()
+        batched = server.batch_requests if server is not None else batch_from_env()  # never starts the model
+        return "batched" if batched else "one at a time"
 
     def complete(self, request: Request) -> Response:
         """One chat completion; llama.cpp errors become lm15 errors DSPy knows how to report."""

@@ -300,6 +300,14 @@ def warning_lines(result: AblationResult, rows: Sequence[SettingRow] | None = No
     """What a reader must not miss: unchecked predictor calls, training examples that failed to compile."""
     rows = setting_rows(result) if rows is None else rows
     out = []
+    config = getattr(result, "config", None) or {}
+    requests = config.get("lm_requests")
+    if (config.get("num_threads") or 1) > 1 and requests is not None and requests != "one at a time":
+        out.append(
+            f"{config['num_threads']} evaluation threads with an LM that may decode parallel requests together "
+            f"(requests: {requests}): its outputs, and so these figures, can differ from a run with another "
+            "number of threads, even with the same seed."
+        )
     for r in rows:
         if r.stray_predictor_calls > 0:
             out.append(
