@@ -97,10 +97,20 @@ def differences(a: dict, b: dict, limit: int = 8) -> list[str]:
     for table in (*TABLES, "outputs", "requests"):
         left, right = a[table], b[table]
         if table == "requests":
-            for i, (x, y) in enumerate(zip(left, right)):
-                if x != y:
-                    found.insert(0, f"first differing LM request: #{i} of {len(left)} / {len(right)}:\n"
-                                    f"      run A: {json.dumps(x)[:600]}\n      run B: {json.dumps(y)[:600]}")
+            # threads change the order requests are sent in, not what each one gets back: compare as sets
+            def sent(r: dict) -> str:
+                return json.dumps([r["sent"], r["kwargs"]], sort_keys=True)
+
+            got = {}
+            for r in right:
+                got.setdefault(sent(r), []).append(r["outputs"])
+            for i, x in enumerate(left):
+                answers = got.get(sent(x))
+                if not answers or x["outputs"] not in answers:
+                    other = "never sent" if not answers else json.dumps(answers[0])[:300]
+                    found.insert(0, f"LM request #{i} of run A ({len(left)} requests, {len(right)} in run B) got "
+                                    f"another answer in run B:\n      prompt ends: {x['last_message'][-200:]!r}\n"
+                                    f"      run A: {json.dumps(x['outputs'])[:300]}\n      run B: {other}")
                     break
             continue
         if table == "outputs":
@@ -130,10 +140,20 @@ def main() -> None:
                         help="a run kept earlier (--keep): compare against it instead of making run 1 "
                              "(e.g. to check that a refactor leaves the tables as they were)")
     parser.add_argument("--repeats", type=int, default=2, help="one-thread runs to make (default 2)")
+    parser.add_argument("--compare", type=Path, nargs=2, metavar=("A", "B"),
+                        help="only compare two kept runs (no model runs)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         run_once(args.child, args.n, args.threads)
+        return
+    if args.compare:
+        a, b = (json.loads(path.read_text(encoding="utf-8")) for path in args.compare)
+        diff = differences(a, b)
+        print(f"{args.compare[0].name} vs {args.compare[1].name}: tables "
+              f"{'identical' if not diff else f'DIFFERENT in {len(diff)} place(s)'} (timing columns excluded)")
+        for line in diff:
+            print(f"    {line}")
         return
 
     with tempfile.TemporaryDirectory() as tmp:
