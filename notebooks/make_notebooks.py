@@ -478,78 +478,90 @@ happens to `faithful`?"""),
 QUIZGEN = [
     ("md", """# Case study 4: quiz generation
 
-Given a question and its answer, the pipeline writes four multiple-choice options as JSON. Three
-constraints from the paper:
+Given a question, its answer and a few retrieved passages, the pipeline writes the options of a
+multiple-choice question. The paper's constraints were a valid JSON object, the answer among the
+options, and plausible distractors. Here the embedded model writes its output under a JSON grammar,
+so a pure format check would pass by construction and teach nothing; and its yes/no judge is at
+chance (see the quickstart). So the constraints are the ones a grammar cannot enforce and a program
+can check without an LM:
 
-* **valid_json**: the options parse as a JSON object with keys A-D (a program reading them would
-  crash otherwise; still soft here, as in the paper, so we can measure it);
-* **answer_included**: the correct answer is one of the options;
-* **plausible**: the distractors are plausible (same kind of thing as the answer), judged by the
-  LM.
+* **four_options**: exactly four options (the grammar allows a list of any length);
+* **answer_included**: the correct answer is one of them (a quiz without it is broken);
+* **distinct**: no option appears twice;
+* **short_options**: each option is a short name (at most 40 characters, no copied passage line),
+  so the right answer does not stand out by its shape.
 
-The paper's *validity* measure is all three at once; we report it as the metric."""),
-    ("code", SETUP.format(full=4)),
+All four are soft (`Suggest`): a quiz that misses one is still worth showing to a teacher. The
+metric, *validity*, is all four at once."""),
+    ("code", SETUP.format(full=40)),
     ("code", LOAD),
-    ("code", '''from lmassert_magic.datasets import load_study, answer_in_text
+    ("code", '''from lmassert_magic.datasets import answer_in_text, load_study
 
 study = load_study("quizgen", limit=N)
 # the quiz writer is given the question *and* its answer
 trainset = [ex.with_inputs("question", "answer") for ex in study.train]
 devset = [ex.with_inputs("question", "answer") for ex in study.dev]
+retriever = study.retriever(k=4)
+
+
+def retrieve(question):
+    return retriever(question)
+
+
+print(study)
 print(devset[0].question, "->", devset[0].answer, f"({devset[0].answer_type})")'''),
     ("code", '''%%signature GenerateChoices
-"""Write four answer options for the quiz question: the correct answer and three plausible wrong ones. Return a JSON object like {"A": "...", "B": "...", "C": "...", "D": "..."}."""
+"""Write four options for the quiz question: the correct answer and three wrong answers of the same kind."""
 question: str = In()
 answer: str = In(desc="the correct answer")
-choices: str = Out(desc="JSON object with keys A, B, C, D")'''),
-    ("code", '''import json
+context: list[str] = In(desc="passages that name other things of the same kind")
+options: list[str] = Out(desc="four short options, one of them the correct answer")'''),
+    ("code", '''def is_short(option):
+    return len(option) <= 40 and "|" not in option
 
 
-def parse_choices(choices):
-    try:
-        value = json.loads(choices)
-    except (TypeError, ValueError):
-        return None
-    if not isinstance(value, dict) or sorted(value) != ["A", "B", "C", "D"]:
-        return None
-    return {k: str(v) for k, v in value.items()}
-
-
-def answer_in_choices(choices, answer):
-    parsed = parse_choices(choices)
-    return bool(parsed) and any(answer_in_text(answer, option) for option in parsed.values())'''),
-    ("code", '''%%assert GenerateChoices --name valid_json
-parse_choices(choices) is not None
-'The choices must be a JSON object with exactly the keys "A", "B", "C", "D".\''''),
+def has_answer(options, answer):
+    return any(answer_in_text(answer, str(option)) for option in options)'''),
+    ("code", '''%%assert GenerateChoices --name four_options
+len(options) == 4
+f"Give exactly four options (you gave {len(options)}): the correct answer and three wrong ones."'''),
     ("code", '''%%assert GenerateChoices --name answer_included
-answer_in_choices(choices, answer)
-f"One of the options must be the correct answer: {answer}."'''),
-    ("code", '''%%assert GenerateChoices --name plausible
-lm_judge("Could each of these options be a sensible answer to the question?", question=question, options=choices)
-"Make the wrong options plausible: the same kind of thing as the correct answer."'''),
-    ("md", """The metric checks validity without the LM: valid JSON, the answer among the options, and
-every distractor of the same type as the answer (e.g. all towns), using the world's list of values."""),
+has_answer(options, answer)
+f"One of the four options must be the correct answer: {answer}."'''),
+    ("code", '''%%assert GenerateChoices --name distinct
+len({str(o).strip().lower() for o in options}) == len(options)
+"The options must all be different."'''),
+    ("code", '''%%assert GenerateChoices --name short_options
+all(is_short(str(o)) for o in options)
+"Each option must be a short name (a few words), not a sentence from the context."'''),
+    ("md", """The metric is all four checks at once, on the options the program returns."""),
     ("code", '''def validity(example, pred, trace=None):
-    parsed = parse_choices(pred.choices)
-    if not parsed or not answer_in_choices(pred.choices, example.answer):
-        return False
-    same_kind = {v.lower() for v in study.answer_values.get(example.answer_type, [])}
-    return all(option.strip().lower() in same_kind for option in parsed.values())'''),
+    options = [str(o) for o in (pred.options or [])]
+    return (len(options) == 4 and has_answer(options, example.answer)
+            and len({o.strip().lower() for o in options}) == 4 and all(is_short(o) for o in options))'''),
     ("code", '''%%compile quiz --train trainset --dev devset --metric validity -o report --seed 0
-GenerateChoices'''),
+retrieve >> GenerateChoices'''),
     ("md", READ_REPORT),
+    ("code", '''report.pass_rates()[["setting", "constraint", "n", "passed", "pass_rate", "ci_low", "ci_high",
+                     "backtracks"]].round(1)'''),
     ("code", '''prediction = quiz(question=devset[0].question, answer=devset[0].answer)
-prediction.choices'''),
+prediction.options'''),
+    ("md", """The paper's quiz study used other checks (valid JSON, plausible distractors judged by
+GPT-3.5) on HotPotQA; only *validity* is comparable in spirit, and our validity is the four checks
+above. The figures below sit next to each other for orientation, not as a replication."""),
     ("code", PAPER_CELL.format(
         paper='{"validity": [30.5, 70.5, 81.7, 80.5, 87.2]}',
-        cols='["valid_json", "answer_included", "plausible", "validity"]',
+        cols='["validity"]',
     )),
     ("md", HONESTY),
     ("code", FINDINGS),
     ("md", """## Exercise
 
-Make `valid_json` a **hard** constraint and recompile. Which settings now report failed examples,
-and how does C+Infer w/ Assert compare with Infer w/ Assert on the `failed` column?"""),
+1. Make `four_options` **hard** (`--hard`) and recompile. Which settings now report failed
+   examples, and why does C+Infer w/ Assert fail fewer than Infer w/ Assert?
+2. Write a constraint that the three wrong options are of the same kind as the answer (hint:
+   `study.answer_values[answer_type]` lists every value of a kind in this world). What pass rate do
+   you predict for Vanilla, and why?"""),
 ]
 
 NOTEBOOKS = {
