@@ -7,6 +7,7 @@ call, is a `Branch`. A failing declared constraint retries its step in place; a 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -42,9 +43,16 @@ class CallRecord:
 
 
 
+@functools.lru_cache(maxsize=4096)
+def field_names(signature: type) -> tuple[frozenset[str], tuple[str, ...]]:
+    """(input names, output names) of a signature class: DSPy rebuilds both dicts on every access, and
+    every checked call asks several times. Signature classes are immutable (edits make new classes)."""
+    return frozenset(signature.input_fields), tuple(signature.output_fields)
+
+
 def outputs_of(predictor: Any, prediction: Any) -> dict[str, Any]:
     out = {}
-    for name in predictor.signature.output_fields:
+    for name in field_names(predictor.signature)[1]:
         try:
             out[name] = prediction[name]
         except (KeyError, AttributeError):
@@ -117,7 +125,7 @@ class Scope:
         root = self.root
         self._ensure_current()
         name = root.name_of(predictor)
-        input_names = predictor.signature.input_fields
+        input_names = field_names(predictor.signature)[0]
         inputs = {k: v for k, v in kwargs.items() if k in input_names}
         index = len(self.calls)
         key = self._step_key(index, name, inputs)
