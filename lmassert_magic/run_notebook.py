@@ -88,6 +88,8 @@ def kernel_facts(namespace: dict[str, Any]) -> str:
         "lmassert_magic": __version__,
         "dspy": getattr(dspy, "__version__", None),
         "python": sys.version.split()[0],
+        # llama.cpp's decode threads can change floating-point sums, so a rerun needs the same number.
+        "decode_threads": getattr(getattr(lm, "engine", None), "decode_threads", None),
     })
 
 

@@ -80,3 +80,16 @@ def test_kernel_facts_reads_sizes_from_the_results_the_notebook_made():
     report = type("Report", (), {"result": result})()
     facts = json.loads(kernel_facts({"report": report, "same": result, "other": 42}))
     assert (facts["n_dev"], facts["n_train"], facts["seeds"]) == (7, 5, [3])
+
+
+def test_kernel_facts_record_the_decode_threads_of_the_lm_engine():
+    import json
+
+    import dspy
+
+    from lmassert_magic.run_notebook import kernel_facts
+
+    lm = type("LM", (), {"model": "fake", "engine": type("Engine", (), {"decode_threads": 1})()})()
+    with dspy.context(lm=lm):
+        facts = json.loads(kernel_facts({}))
+    assert (facts["model"], facts["decode_threads"]) == ("fake", 1)

@@ -52,6 +52,7 @@ from .local_server import (
     local_server_running,
     local_server_url,
     shutdown_local_server,
+    threads_from_env,
 )
 
 __all__ = [
@@ -157,6 +158,14 @@ class EmbeddedEngine:
             server = get_local_server()
         batched = server.batch_requests if server is not None else batch_from_env()  # never starts the model
         return "batched" if batched else "one at a time"
+
+    @property
+    def decode_threads(self) -> int:
+        """llama.cpp's decode threads: another count can change outputs, so run metadata records it."""
+        server = self._server if self._server is not None and not self._server.closed else None
+        if server is None and local_server_running():
+            server = get_local_server()
+        return server.n_threads if server is not None else threads_from_env()
 
     def complete(self, request: Request) -> Response:
         """One chat completion; llama.cpp errors become lm15 errors DSPy knows how to report."""

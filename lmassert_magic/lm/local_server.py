@@ -61,7 +61,7 @@ def batch_from_env() -> bool:
     raise ValueError(f"${BATCH_ENV} must be 1 (batch concurrent requests) or 0 (one at a time), got {raw!r}")
 
 
-def _threads_from_env() -> int:
+def threads_from_env() -> int:
     """Decode threads: $LMASSERT_THREADS, else 2.
 
     On a 2-core machine that is also busy with another CPU-heavy process (a second model, a browser),
@@ -135,7 +135,7 @@ class LocalServer:
                 "(127.0.0.1, ::1, localhost) are allowed, so the model is never exposed to the network"
             )
         if n_threads is None:
-            n_threads = _threads_from_env()
+            n_threads = threads_from_env()
         if batch_requests is None:
             batch_requests = batch_from_env()  # a bad value fails before the model loads
         if n_parallel < 1 or n_threads < 1:
