@@ -286,7 +286,7 @@ writes a search query per hop and answers from what it found.
 Two constraints from the paper help the query writer: a query must be **short** (under 100
 characters) and **new** (not a repeat of an earlier query, which would retrieve the same passages
 again). Both are soft: a long or repeated query is wasteful, not fatal."""),
-    ("code", SETUP.format(full=4)),
+    ("code", SETUP.format(full=40)),
     ("code", LOAD),
     ("code", '''from lmassert_magic.datasets import load_study, answer_exact_match
 
@@ -387,7 +387,7 @@ them as `[1]`, `[2]`. Two constraints from the paper:
   citation).
 
 Both are soft: an uncited or unsupported sentence makes the answer worse, not unusable."""),
-    ("code", SETUP.format(full=4)),
+    ("code", SETUP.format(full=40)),
     ("code", LOAD),
     ("code", '''from lmassert_magic.datasets import load_study, answer_in_text
 
