@@ -966,3 +966,18 @@ def test_threads_with_an_lm_that_may_batch_requests_are_named_as_what_the_figure
         assert f"lm_requests={requests}" in config
     result.config = {"num_threads": 1, "lm_requests": "batched"}
     assert "number of threads" not in CompileReport(result).text()
+
+
+def test_describe_backtrack_shows_every_field_in_full():
+    from lmassert_magic.engine.records import Counterexample
+    from lmassert_magic.report.text import describe_backtrack
+
+    long_context = "x" * 500
+    fixed = Counterexample("no_hashtags", False, "tweet", {"context": long_context}, {"tweet": "hi #tag"},
+                           "Remove hashtags.", {"tweet": "hi"})
+    text = describe_backtrack(fixed)
+    assert long_context in text and "hi #tag" in text and "Remove hashtags." in text
+    assert text.endswith("output after the retry:\n  tweet: hi")
+    unfixed = Counterexample("under_280", True, "tweet", {}, {"tweet": "y" * 300}, "Shorter.")
+    assert "(hard) failed" in describe_backtrack(unfixed)
+    assert describe_backtrack(unfixed).endswith("not fixed: the retry budget ran out")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..engine.ablation import COMPILE, AblationResult
+from ..engine.records import Counterexample
 from .escape import clean, short
 from .model import (
     FAILURE_LIMIT,
@@ -154,3 +155,19 @@ def render_text(result: AblationResult, row_limit: int = 5) -> str:
 
 
 __all__ = ["compile_lines", "render_text"]
+
+
+def describe_backtrack(backtrack: Counterexample) -> str:
+    """One backtrack with every field in full: the lesson a notebook shows of what a retry does."""
+    kind = "hard" if backtrack.hard else "soft"
+    lines = [f"{backtrack.predictor}: {backtrack.constraint} ({kind}) failed", "inputs:"]
+    lines += [f"  {k}: {v}" for k, v in backtrack.inputs.items()]
+    lines.append("failing output:")
+    lines += [f"  {k}: {v}" for k, v in backtrack.failing_outputs.items()]
+    lines.append(f"feedback given: {backtrack.feedback}")
+    if backtrack.fixed_outputs is None:
+        lines.append("not fixed: the retry budget ran out")
+    else:
+        lines.append("output after the retry:")
+        lines += [f"  {k}: {v}" for k, v in backtrack.fixed_outputs.items()]
+    return "\n".join(lines)
