@@ -59,6 +59,14 @@ class ScriptedLM(DummyLM):
         self._async_engine_spec = AsyncDummyEngine(self._engine_spec)
         self._cache_responses = cache
 
+    def copy(self, **kwargs: Any) -> ScriptedLM:
+        """A copy answering with the same script into the same `.prompts` (dspy.Refine copies its LM per attempt;
+        DummyLM's own copy would answer "No more responses")."""
+        copied = super().copy(**kwargs)
+        copied._engine_spec = _ScriptedEngine(copied)
+        copied._async_engine_spec = AsyncDummyEngine(copied._engine_spec)
+        return copied
+
     @staticmethod
     def last_message(messages: list[dict[str, Any]]) -> str:
         return str(messages[-1].get("content", ""))

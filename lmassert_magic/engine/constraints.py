@@ -141,6 +141,15 @@ class Constraint:
             )
         return bool(value)
 
+    def applies_to(self, fields: Mapping[str, Any]) -> bool:
+        """Whether `fields` hold every field the condition requires, so a check on them can run at all
+        (an optimizer's metric sees a program's outputs, not each step's fields)."""
+        try:
+            _, required = _params(self.condition)
+        except TypeError:  # unhashable callable
+            _, required = _params.__wrapped__(self.condition)
+        return required <= set(fields)
+
     def feedback(self, fields: Mapping[str, Any]) -> str:
         if isinstance(self.message, str):
             return self.message or f"The output failed the constraint {self.name!r}."
