@@ -40,6 +40,8 @@ PASS_KEY = "lmassert_pass"  # dspy.context key: the pass of the run a worker tas
 current_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("lmassert_run", default=None)
 #: True while a declared constraint is checked: predictors it calls (LM judges) are not steps of the run.
 inside_check: contextvars.ContextVar[bool] = contextvars.ContextVar("lmassert_checking", default=False)
+#: The step attempt (`records.Attempt`) this thread's LM calls and tokens count towards, while one runs.
+current_attempt: contextvars.ContextVar[Any] = contextvars.ContextVar("lmassert_attempt", default=None)
 
 
 @dataclass

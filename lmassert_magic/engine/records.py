@@ -75,6 +75,36 @@ class Counterexample:
 
 
 @dataclass
+class Attempt:
+    """One LM call of one step in a run: what it was given, what it returned, how the checks judged it.
+
+    Kept so a run can be replayed as a timeline. `attempt` counts the step's calls in this run (0 is the
+    first try); `reason` is "first", "retry" (sent with feedback) or "rerun" (an earlier step was retried,
+    so this step ran again on its new inputs). `verdicts` maps each constraint checked on this output to
+    whether it passed; `kept` is True for the attempts whose output the run returned. `lm_calls` is the
+    step's own call, `judge_calls` the LM-judge calls made while checking it; tokens include cached answers.
+    """
+
+    seq: int  # position in the run's timeline (start order)
+    step: str  # the predictor's name in the program
+    attempt: int
+    reason: str
+    inputs: dict[str, Any]
+    feedback: list[str] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    verdicts: dict[str, bool] = field(default_factory=dict)
+    kept: bool = False
+    error: str | None = None
+    lm_calls: int = 0
+    judge_calls: int = 0
+    cache_hits: int = 0
+    tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
 class RunRecord:
     """One call of an asserted program (one example).
 
@@ -95,6 +125,7 @@ class RunRecord:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     kinds: dict[str, str] = field(default_factory=dict)  # constraint name -> "declared" | "inline"
+    attempts: list[Attempt] = field(default_factory=list)  # every step's LM calls, in the order they started
 
     @property
     def backtracks(self) -> int:

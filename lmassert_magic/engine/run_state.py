@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -17,9 +18,9 @@ import dspy
 from dspy.dsp.utils.settings import thread_local_overrides
 
 from .constraints import Constraint
-from .context import OBSERVE, PASS_KEY, RUN_STATE_KEY, SHARED, RunConfig, inside_check
+from .context import OBSERVE, PASS_KEY, RUN_STATE_KEY, SHARED, RunConfig, current_attempt, inside_check
 from .errors import ConstraintError, DSPyAssertionError, DSPySuggestionError
-from .records import ConstraintStats, Counterexample, RunRecord
+from .records import Attempt, ConstraintStats, Counterexample, RunRecord
 from .retry import RetryPlan, send_retry
 from .scopes import Backtrack, Branch, CallRecord, Scope, same_step
 from .tally import usage_numbers
@@ -67,6 +68,9 @@ class RunState(Scope):
         self.occurrence: Counter[str] = Counter()
         self.branch_occurrence: Counter[tuple] = Counter()
         self.branches: dict[int, Branch] = {}
+        self.attempt_counts: Counter[tuple] = Counter()  # step -> LM calls it made in this run
+        self.open_attempts: dict[int, tuple[float, Any]] = {}  # seq -> (start time, context token)
+        self.attempt_uncached: Counter[int] = Counter()  # seq -> calls the LM (not the cache) answered
 
     # -- driving forward ------------------------------------------------------------------
     def run(self, fn: Callable[[], Any]) -> Any:
@@ -137,11 +141,14 @@ class RunState(Scope):
         return getattr(predictor, "_lmassert_name", None) or predictor_label(predictor)
 
     def count_call(self, judge: bool = False) -> None:
+        attempt = self._own_attempt() if judge else None
         with self.lock:
             if judge and self.config.mode == OBSERVE:
                 self.record.observe_lm_calls += 1
             else:
                 self.record.lm_calls += 1
+            if attempt is not None:
+                attempt.judge_calls += 1
 
     def warn(self, message: str) -> None:
         with self.lock:
@@ -154,15 +161,71 @@ class RunState(Scope):
 
     def add_usage(self, entry: dict[str, Any], cached: bool = False) -> None:
         prompt, completion, total = usage_numbers(entry)
+        attempt = self._own_attempt()
         with self.lock:
             if not cached:
                 self.uncached += 1
             self.record.prompt_tokens += prompt
             self.record.completion_tokens += completion
             self.record.tokens += total
+            if attempt is not None:
+                attempt.prompt_tokens += prompt
+                attempt.completion_tokens += completion
+                attempt.tokens += total
+                if not cached:
+                    self.attempt_uncached[attempt.seq] += 1
 
     def add_cached_usage(self, entry: dict[str, Any]) -> None:
         self.add_usage(entry, cached=True)
+
+    # -- attempts: each LM call of a step, for the run's timeline ------------------------------------
+    def begin_attempt(self, key: tuple, name: str, inputs: dict[str, Any], plan: RetryPlan | None) -> Attempt:
+        """Open the record of one LM call of step `key`; this thread's LM usage counts towards it until it ends."""
+        with self.lock:
+            n = self.attempt_counts[key]
+            self.attempt_counts[key] += 1
+            reason = "retry" if plan is not None else ("rerun" if n else "first")
+            attempt = Attempt(len(self.record.attempts), name, n, reason, dict(inputs),
+                              list(plan.feedback) if plan is not None else [], lm_calls=1)
+            self.record.attempts.append(attempt)
+            self.open_attempts[attempt.seq] = (time.perf_counter(), current_attempt.set(attempt))
+        return attempt
+
+    def end_attempt(self, attempt: Attempt, error: BaseException | None = None) -> None:
+        """Close an attempt (once): its seconds, and the calls the cache answered."""
+        with self.lock:
+            opened = self.open_attempts.pop(attempt.seq, None)
+            if opened is None:
+                return
+            start, token = opened
+            if error is not None:
+                attempt.error = f"{type(error).__name__}: {error}"
+            failed = 1 if attempt.error else 0
+            uncached = self.attempt_uncached.pop(attempt.seq, 0)
+            attempt.cache_hits = max(0, attempt.lm_calls + attempt.judge_calls - uncached - failed)
+            attempt.seconds = time.perf_counter() - start
+        try:
+            current_attempt.reset(token)
+        except ValueError:  # closed from another context than it was opened in: just clear it here
+            current_attempt.set(None)
+
+    def note_attempt(self, attempt: Attempt | None, outputs: dict[str, Any] | None = None,
+                     verdicts: dict[str, bool] | None = None) -> None:
+        """The outputs an attempt returned, and verdicts of checks on them (a check made twice must pass twice)."""
+        if attempt is None:
+            return
+        with self.lock:
+            if outputs is not None:
+                attempt.outputs = dict(outputs)
+            for name, passed in (verdicts or {}).items():
+                attempt.verdicts[name] = attempt.verdicts.get(name, True) and bool(passed)
+
+    def _own_attempt(self) -> Attempt | None:
+        attempt = current_attempt.get()
+        if attempt is None:
+            return None
+        attempts = self.record.attempts
+        return attempt if attempt.seq < len(attempts) and attempts[attempt.seq] is attempt else None
 
     def take_plan(self, key: tuple) -> RetryPlan | None:
         with self.lock:
@@ -310,6 +373,9 @@ class RunState(Scope):
         for name, used in self.by_constraint.items():
             record.constraints.setdefault(name, ConstraintStats(name, False)).backtracks += used
         record.kinds = dict(self.kinds)
+        for call in [*self.calls, *self.branch_calls.values()]:  # the last pass: what the run went on with
+            if call.attempt is not None:
+                call.attempt.kept = True
         record.cache_hits = max(0, record.lm_calls + record.observe_lm_calls - self.uncached - self.failed_calls)
         if error is not None:
             record.error = f"{type(error).__name__}: {error}"

@@ -40,6 +40,7 @@ class CallRecord:
     prediction: Any = None
     checks: tuple = ()  # keys of the declared checks made on the accepted output
     main_index: int = 0  # calls of the main scope made before this one (branch calls)
+    attempt: Any = None  # the `records.Attempt` whose output this call accepted
 
 
 
@@ -141,23 +142,29 @@ class Scope:
 
         plan = root.take_plan(key)
         root.count_call()
+        record = CallRecord(predictor, name, inputs, key, attempt=root.begin_attempt(key, name, inputs, plan))
         try:
-            if plan is None:
-                prediction, trace_inputs = call(**kwargs), kwargs
-            else:
-                prediction, trace_inputs = root.retry(predictor, name, inputs, kwargs, plan, call)
-        except Exception:
-            root.count_failed_call()
-            raise
-        if plan is not None and not self._is_current():
-            root.set_plan(key, plan)  # a retry abandoned in flight by another thread's backtrack: redo it
-        self._ensure_current()
-        record = CallRecord(predictor, name, inputs, key, main_index=len(root.calls))
-        constraints = getattr(predictor, "_lmassert_constraints", ()) if root.config.mode != OFF else ()
-        if constraints:
-            attempt = plan.attempt if plan else 0
-            prediction, trace_inputs = self._check_declared(record, kwargs, prediction, trace_inputs, constraints,
-                                                            call, attempt)
+            try:
+                if plan is None:
+                    prediction, trace_inputs = call(**kwargs), kwargs
+                else:
+                    prediction, trace_inputs = root.retry(predictor, name, inputs, kwargs, plan, call)
+            except Exception as exc:
+                root.count_failed_call()
+                root.end_attempt(record.attempt, exc)
+                raise
+            root.note_attempt(record.attempt, outputs_of(predictor, prediction))
+            if plan is not None and not self._is_current():
+                root.set_plan(key, plan)  # a retry abandoned in flight by another thread's backtrack: redo it
+            self._ensure_current()
+            record.main_index = len(root.calls)
+            constraints = getattr(predictor, "_lmassert_constraints", ()) if root.config.mode != OFF else ()
+            if constraints:
+                attempt = plan.attempt if plan else 0
+                prediction, trace_inputs = self._check_declared(record, kwargs, prediction, trace_inputs,
+                                                                constraints, call, attempt)
+        finally:
+            root.end_attempt(record.attempt)
         record.prediction, record.trace_inputs = prediction, dict(trace_inputs)
         self._accept(record)
         return prediction
@@ -178,7 +185,9 @@ class Scope:
         while True:
             outputs = outputs_of(predictor, prediction)
             fields = {**record.inputs, **outputs}
-            failing = [c for c in constraints if not root.check_declared(c, (c.name, key), fields, outputs)]
+            verdicts = {c.name: root.check_declared(c, (c.name, key), fields, outputs) for c in constraints}
+            root.note_attempt(record.attempt, outputs, verdicts)
+            failing = [c for c in constraints if not verdicts[c.name]]
             root.mark_live(record.checks)
             if not failing or root.config.mode == OBSERVE:
                 return prediction, trace_inputs
@@ -195,8 +204,14 @@ class Scope:
             if not drop_trace_entry(predictor, prediction):  # the trace keeps only the accepted attempt
                 root.warn(f"a rejected attempt of {record.name} was not found in the trace to remove")
             root.count_call()
-            prediction, trace_inputs = root.retry(predictor, record.name, record.inputs, dict(kwargs),
-                                                  RetryPlan(feedback, outputs, attempt), call)
+            plan = RetryPlan(feedback, outputs, attempt)
+            root.end_attempt(record.attempt)
+            record.attempt = root.begin_attempt(key, record.name, record.inputs, plan)
+            try:
+                prediction, trace_inputs = root.retry(predictor, record.name, record.inputs, dict(kwargs), plan, call)
+            except Exception as exc:
+                root.end_attempt(record.attempt, exc)
+                raise
             self._ensure_current()
 
     # -- inline Assert / Suggest ------------------------------------------------------------------
@@ -215,6 +230,7 @@ class Scope:
         index = self._target_index(target)
         call = self.calls[index] if index is not None else None
         outputs = outputs_of(call.predictor, call.prediction) if call else {}
+        root.note_attempt(call.attempt if call else None, verdicts={name: passed})
         if passed:
             root.resolve_pending(check_key, outputs)
             return True

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..engine.ablation import AblationResult
+from ..engine.timeline import timeline as _timeline
 from .escape import hide_secrets_in, secrets_hidden
 from .frontend import WIDGET_MIME, widget_frontend_available
 from .model import rendering_once, summary_lines
@@ -104,6 +105,15 @@ class CompileReport:
     def counterexamples(self) -> pd.DataFrame:
         """Every counterexample (also those the HTML view cut)."""
         return self.tables["counterexamples"]
+
+    def timeline(self, example: Any = None, setting: str | None = None) -> pd.DataFrame:
+        """One example's retry timeline in one setting: a row per attempt of every step, in the order they ran.
+
+        `example` is a dev-set index or the example itself (None: the first failing one, else the first
+        retried); `setting` a key or label (None: the assertion setting). Columns: `engine.timeline.COLUMNS`.
+        """
+        with secrets_hidden():
+            return _hidden(_timeline(self.result, example, setting))
 
     # -- widget ---------------------------------------------------------------------------
     def widget(self) -> ReportWidget:
