@@ -34,9 +34,17 @@ side_by_side = pd.concat({{"this run (SmolLM2-135M)": ours[{cols}], "paper (gpt-
 side_by_side.round(1)'''
 
 
+def _cell(kind: str, src: str) -> nbformat.NotebookNode:
+    if kind == "md":
+        return new_markdown_cell(src)
+    if kind == "solution":  # collapsed in JupyterLab and Notebook 7, run like any other cell
+        return new_code_cell(src, metadata={"jupyter": {"source_hidden": True}, "tags": ["solution"]})
+    return new_code_cell(src)
+
+
 def nb(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     book = new_notebook()
-    book.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells]
+    book.cells = [_cell(kind, src) for kind, src in cells]
     book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     book.metadata["language_info"] = {"name": "python"}
     return book
@@ -85,6 +93,50 @@ for row in lost.to_dict("records"):
     print(f"Loses: {row['measure']}: {row['base']} {row['base_rate']:.0f}% -> {row['setting']} {row['rate']:.0f}% "
           f"({row['diff']:+.0f} points, 95% CI {row['ci_low']:+.0f} to {row['ci_high']:+.0f}, n={row['n']}): "
           f"{verdict}.")'''
+
+IN_FULL = """## One retry and one counterexample, in full
+
+The tables count; these show. First a retry at inference (Infer w/ Assert): the output that
+failed, the feedback the model was given, and what it wrote next. Then a counterexample from
+compiling with assertions: the teacher's failed output and its feedback, which become a demo the
+student sees."""
+
+IN_FULL_CELL = '''from lmassert_magic.report.text import describe_backtrack
+
+result = report.result
+retries = result.settings["infer_assert"].counterexamples if "infer_assert" in result.settings else []
+retry = next((c for c in retries if c.fixed), retries[0] if retries else None)
+print("A retry at inference:\\n")
+print(describe_backtrack(retry) if retry else "No example was retried in this run.")
+counterexample = next(iter(result.compile_counterexamples), None)
+print("\\nA counterexample from compiling with assertions:\\n")
+print(describe_backtrack(counterexample) if counterexample else "No counterexample came up while compiling.")'''
+
+CHECK_HINT = """Each exercise checks itself: after your `%%assert` cell, run `check_exercise(...)` below; after
+you recompile, pass your report too (`check_exercise("...", my_report)`) and it also checks that the
+compile used your change. The solutions are in the collapsed cells after it (click to expand); a
+headless run executes them, so they are known to pass."""
+
+EX_SLICE = '''# The solutions recompile on a slice of the data: enough to see the change at work, not to measure it.
+EX_N = min(N, 4)
+ex_train, ex_dev = trainset[:EX_N], devset[:EX_N]'''
+
+
+def exercises(text: str, keys: tuple[str, str], solutions: tuple[str, str], compile_cell: str) -> list[tuple[str, str]]:
+    """Two exercises, a check a learner runs, and the solutions (collapsed) that pass those checks."""
+    checks = "\n".join(f'print(check_exercise("{key}"))' for key in keys)
+    passed = "\n".join(f'print(check_exercise("{key}", report_ex))' for key in keys)
+    return [
+        ("md", f"## Exercises\n\n{text}\n\n{CHECK_HINT}"),
+        ("code", f"from lmassert_magic.exercises import check_exercise\n\n{checks}"),
+        ("md", "### Solutions"),
+        ("solution", solutions[0]),
+        ("solution", solutions[1]),
+        ("solution", EX_SLICE),
+        ("solution", compile_cell),
+        ("solution", passed + "\nreport_ex.summary()"),
+    ]
+
 
 # ---------------------------------------------------------------------------------------- 01 TweetGen
 
@@ -232,15 +284,26 @@ prediction.tweet'''),
     ("md", """At 6 examples most differences are noise: the sentences above say which. For numbers that
 can tell settings apart, set `N = 40` in the first cell (the whole dev set; about half an hour on
 a 2-core laptop), or run `%%compile` on your own larger data."""),
-    ("md", """## Exercise
-
-1. Add a constraint that the tweet is **under 120 characters** (soft), with feedback that says how
-   long it is. Re-run `%%compile` and compare the `lm_calls/ex` column: what does the extra
-   constraint cost?
-2. Make `no_hashtags` hard (`--hard`). What happens to the `failed` column in Vanilla vs Infer w/
-   Assert, and why?
-3. `%lmassert export tweeter exported/` writes a plain Python file and a DSPy JSON program: open
-   the `.py` and find your constraints in it."""),
+    ("md", IN_FULL),
+    ("code", IN_FULL_CELL),
+    *exercises(
+        """1. Add a constraint that the tweet is **under 120 characters** (soft), with feedback that says how
+   long it is (`quickstart.under_120`). Recompile and compare the `lm_calls/ex` column: what does
+   the extra constraint cost?
+2. Make `no_hashtags` **hard** (`--hard`, `quickstart.no_hashtags_hard`). Predict first: what
+   happens to the `failed` column in Vanilla and in Infer w/ Assert, and why?
+3. (no check) `%lmassert export tweeter exported/` writes a plain Python file and a DSPy JSON
+   program: open the `.py` and find your constraints in it.""",
+        ("quickstart.under_120", "quickstart.no_hashtags_hard"),
+        ('''%%assert GenerateTweet --name under_120
+len(tweet) < 120
+f"The tweet is {len(tweet)} characters long; keep it under 120 characters and keep the answer ({answer})."''',
+         '''%%assert GenerateTweet --name no_hashtags --hard
+not re.search(r"#\\w+", tweet)
+f"Remove the hashtag phrases but keep the answer ({answer}) in the tweet."'''),
+        '''%%compile tweeter_ex --train ex_train --dev ex_dev --metric quality -o report_ex --seed 0 --settings vanilla,infer_assert
+retrieve >> GenerateAnswer >> GenerateTweet''',
+    ),
 ]
 
 # ---------------------------------------------------------------------------------------- 05 TweetGen, full size
@@ -367,11 +430,24 @@ print(prediction.queries, "->", prediction.answer)'''),
               'ours[["short_query", "new_query", "answer_exact_match"]]')),
     ("md", HONESTY),
     ("code", FINDINGS),
-    ("md", """## Exercise
-
-Add a constraint on `GenerateAnswer` that the answer is **at most 5 words** (soft), recompile, and
-compare `answer_exact_match` across settings. Does a shorter answer help the exact-match metric or
-hurt it?"""),
+    ("md", IN_FULL),
+    ("code", IN_FULL_CELL),
+    *exercises(
+        """1. Add a constraint on `GenerateAnswer` that the answer is **at most 5 words** (soft,
+   `multihop.short_answer`), recompile, and compare `answer_exact_match`: does a shorter answer
+   help the exact-match metric or hurt it?
+2. Make `new_query` **hard** (`multihop.new_query_hard`). Predict first: which examples can now
+   fail, and in which settings?""",
+        ("multihop.short_answer", "multihop.new_query_hard"),
+        ('''%%assert GenerateAnswer --name short_answer
+len(answer.split()) <= 5
+f"Answer in at most 5 words (you used {len(answer.split())})."''',
+         '''%%assert GenerateSearchQuery --name new_query --hard
+is_new_query(query, earlier_queries)
+f"Query should be distinct from: {'; '.join(earlier_queries)}"'''),
+        '''%%compile multihop_ex --train ex_train --dev ex_dev --metric answer_exact_match -o report_ex --seed 0 --settings vanilla,infer_assert
+MultiHopQA''',
+    ),
 ]
 
 # ---------------------------------------------------------------------------------------- 03 LongForm
@@ -466,11 +542,24 @@ prediction.paragraph'''),
     )),
     ("md", HONESTY),
     ("code", FINDINGS),
-    ("md", """## Exercise
-
-Write a constraint that the paragraph cites **at least two different passages** (soft), with
-feedback naming the passages it did not use. Recompile: does citation coverage go up, and what
-happens to `faithful`?"""),
+    ("md", IN_FULL),
+    ("code", IN_FULL_CELL),
+    *exercises(
+        """1. Write a constraint that the paragraph cites **at least two different passages** (soft,
+   `longform.two_passages`), with feedback naming the passages it did not use. Recompile: does
+   citation coverage go up, and what happens to `faithful`?
+2. Make `citations` **hard** (`longform.citations_hard`). Predict first: how many examples fail in
+   Infer w/ Assert, given the pass rates above?""",
+        ("longform.two_passages", "longform.citations_hard"),
+        ('''%%assert GenerateCitedParagraph --name two_passages
+len(set(CITATION.findall(paragraph))) >= 2
+f"Cite at least two different passages; not cited yet: {sorted(set(map(str, range(1, len(context) + 1))) - set(CITATION.findall(paragraph)))}."''',
+         '''%%assert GenerateCitedParagraph --name citations --hard
+has_citations(paragraph)
+"Every 1-2 sentences should end with a citation in the format [n]."'''),
+        '''%%compile cited_qa_ex --train ex_train --dev ex_dev --metric answer_correct -o report_ex --seed 0 --settings vanilla,infer_assert
+retrieve >> number_passages >> GenerateCitedParagraph''',
+    ),
 ]
 
 # ---------------------------------------------------------------------------------------- 04 QuizGen
@@ -555,13 +644,23 @@ above. The figures below sit next to each other for orientation, not as a replic
     )),
     ("md", HONESTY),
     ("code", FINDINGS),
-    ("md", """## Exercise
-
-1. Make `four_options` **hard** (`--hard`) and recompile. Which settings now report failed
-   examples, and why does C+Infer w/ Assert fail fewer than Infer w/ Assert?
-2. Write a constraint that the three wrong options are of the same kind as the answer (hint:
-   `study.answer_values[answer_type]` lists every value of a kind in this world). What pass rate do
-   you predict for Vanilla, and why?"""),
+    ("md", IN_FULL),
+    ("code", IN_FULL_CELL),
+    *exercises(
+        """1. Make `four_options` **hard** (`quiz.four_options_hard`) and recompile. Predict first: which
+   settings report failed examples now, and why does Vanilla report none?
+2. Write a constraint that **no option is copied from the question** (e.g. the person the question
+   is about; soft, `quiz.not_from_question`). What pass rate do you predict for Vanilla, and why?""",
+        ("quiz.four_options_hard", "quiz.not_from_question"),
+        ('''%%assert GenerateChoices --name four_options --hard
+len(options) == 4
+f"Give exactly four options (you gave {len(options)}): the correct answer and three wrong ones."''',
+         '''%%assert GenerateChoices --name not_from_question
+not any(str(o).strip().lower() in question.lower() for o in options if not answer_in_text(answer, str(o)))
+"No option may repeat a name from the question: the wrong options are other answers to it."'''),
+        '''%%compile quiz_ex --train ex_train --dev ex_dev --metric validity -o report_ex --seed 0 --settings vanilla,infer_assert
+retrieve >> GenerateChoices''',
+    ),
 ]
 
 NOTEBOOKS = {
