@@ -97,12 +97,15 @@ class CompileSummary:
     counterexample_mode: str = defaults.COUNTEREXAMPLES
     keep_soft_failures: bool = defaults.KEEP_SOFT_FAILURES
     reused_from: str | None = None  # the setting whose compile this one reuses (its cost is counted there)
+    notes: list[str] = field(default_factory=list)  # what the optimizer did, in words (GEPA's budget, Refine's N)
+    instructions: dict[str, str] = field(default_factory=dict)  # predictor -> instructions an optimizer wrote
 
     def summary(self, reused_from: str | None = None) -> CompileSummary:
         """A copy of these fields alone (an outcome's summary drops its program and demos)."""
         return CompileSummary(
             self.n_examples, self.n_failed, list(self.failures), self.dropped_soft_failures,
-            self.counterexample_mode, self.keep_soft_failures, reused_from,
+            self.counterexample_mode, self.keep_soft_failures, reused_from, list(self.notes),
+            dict(self.instructions),
         )
 
 
