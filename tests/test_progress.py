@@ -51,7 +51,7 @@ def test_text_mode_quarter_milestones_for_long_phases(capsys: pytest.CaptureFixt
         for n in range(101):
             cb(E("vanilla", "evaluate", n, 100))
     out = capsys.readouterr().out.splitlines()
-    assert [line for line in out if "evaluating" in line] == [
+    assert [line.split(" (")[0] for line in out if "evaluating" in line] == [
         "[lmassert] Vanilla: evaluating 0/100",
         "[lmassert] Vanilla: evaluating 25/100",
         "[lmassert] Vanilla: evaluating 50/100",
@@ -217,3 +217,16 @@ def test_with_a_real_run_on_worker_threads() -> None:
     assert not result.interrupted
     state = widget_state(view)
     assert all(v[:3] == (5, 5, "success") for v in state.values()), state
+
+
+def test_text_milestones_say_time_spent_and_an_estimate_of_the_rest(capsys, monkeypatch) -> None:
+    import lmassert_magic.report.progress as progress
+
+    clock = iter(range(0, 10_000, 30))  # every reading of the clock is 30 s after the last
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    with progress_reporter(("vanilla",), 0, 40, mode="text") as cb:
+        cb(E("vanilla", "evaluate", 0, 40))
+        cb(E("vanilla", "evaluate", 10, 40))
+    line = [line for line in capsys.readouterr().out.splitlines() if "10/40" in line][0]
+    # the phase began at the first event; 10 examples took 30 s, so 30 more take 90 s
+    assert line == "[lmassert] Vanilla: evaluating 10/40 (00:30 spent, about 01:30 left)"

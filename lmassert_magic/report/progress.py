@@ -43,6 +43,7 @@ class SettingProgress:
     total: int | None = None
     started: float | None = None
     finished_at: float | None = None
+    phase_started: float | None = None  # the clock of the current phase (compiling, then evaluating)
     milestones: set[int] = field(default_factory=set)
 
     @property
@@ -84,6 +85,7 @@ class _Tracker:
             if changed:
                 row.milestones.clear()
                 row.done = 0
+                row.phase_started = time.perf_counter()
             row.phase = event.phase
             default_total = self.n_train if event.phase == "compile" else self.n_dev
             row.total = event.total if event.total is not None else default_total
@@ -145,7 +147,18 @@ class TextProgress(_Tracker):
             quarter = 4 * row.done // total
             if 0 < quarter < 4 and quarter not in row.milestones:
                 row.milestones.add(quarter)
-                self._emit(f"[lmassert] {row.label}: {row.status()}")
+                self._emit(f"[lmassert] {row.label}: {row.status()}{_pace(row)}")
+
+
+def _pace(row: SettingProgress) -> str:
+    """Time spent in the phase and a linear estimate of the rest: what a headless log reader wants."""
+    if row.phase_started is None or not row.done or not row.total:
+        return ""
+    from tqdm import tqdm
+
+    spent = time.perf_counter() - row.phase_started
+    left = spent / row.done * (row.total - row.done)
+    return f" ({tqdm.format_interval(spent)} spent, about {tqdm.format_interval(left)} left)"
 
 
 class WidgetProgress(_Tracker):
