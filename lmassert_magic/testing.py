@@ -67,6 +67,9 @@ class ScriptedLM(DummyLM):
         copied._async_engine_spec = AsyncDummyEngine(copied._engine_spec)
         return copied
 
+    def __deepcopy__(self, memo: dict) -> ScriptedLM:
+        return self  # one script and one `.prompts` for every copy of a program (its lock cannot be copied)
+
     @staticmethod
     def last_message(messages: list[dict[str, Any]]) -> str:
         return str(messages[-1].get("content", ""))

@@ -35,6 +35,7 @@ from .five_settings import (
     VANILLA,
     normalize_settings,
 )
+from .optimizers import DSPY3_OPTIMIZERS, compile_dspy3
 from .results import AblationResult, ExampleResult, SettingResult
 
 
@@ -109,12 +110,14 @@ def run_ablation(
         if cache_key in compiled:
             return compiled[cache_key], 0.0
         start = time.perf_counter()
+        # GEPA scores up to its budget of program runs, not the train set once: no known total
+        compiler, total = (compile_dspy3, None) if optimizer in DSPY3_OPTIMIZERS else (compile_program, len(trainset))
         with _silenced(quiet):
-            outcome = compile_program(
+            outcome = compiler(
                 program, trainset, metric, constraints=constraints, with_assertions=with_assertions,
                 max_backtracks=max_backtracks, optimizer=optimizer, soft_penalty=soft_penalty,
                 num_threads=num_threads,
-                on_example=lambda n: notify(ProgressEvent(key, "compile", n, len(trainset))),
+                on_example=lambda n: notify(ProgressEvent(key, "compile", n, total)),
                 keep_soft_failures=keep_soft_failures, max_errors=max_errors, counterexamples=counterexamples,
                 seed=seed, **opt_kwargs,
             )

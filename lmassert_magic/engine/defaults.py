@@ -13,11 +13,14 @@ __all__ = [
     "CHECK_TIMEOUT_SECONDS",
     "CONFIDENCE",
     "COUNTEREXAMPLES",
+    "GEPA_MAX_METRIC_CALLS",
+    "GEPA_TIME_CAP_SECONDS",
     "KEEP_SOFT_FAILURES",
     "MAX_BACKTRACKS",
     "MAX_ERRORS",
     "OPTIMIZER",
     "PYTHON_CHECK_TIMEOUT_SECONDS",
+    "REFINE_THRESHOLD",
     "RETRY_TEMPERATURE",
     "SEED",
     "STATS_SEED",
@@ -65,6 +68,19 @@ THREADS: int = 1
 
 #: The compile optimizer: "bootstrap" (BootstrapFewShot) or "random_search".
 OPTIMIZER: str = "bootstrap"
+
+#: GEPA's budget (`%%compile --optimizer gepa --max-metric-calls`, `max_metric_calls=`): program runs it may
+#: score. On a 2-core laptop with the embedded model a TweetGen run costs about 4 s (two steps, two judged
+#: constraints), so 100 runs are about 7 minutes plus the reflection calls: a first evaluation of the
+#: train set and a handful of proposals.
+GEPA_MAX_METRIC_CALLS: int = 100
+
+#: GEPA stops proposing after this many seconds whatever budget is left (`--time-cap`, `time_cap=`): a
+#: workshop cell must end. A run stopped by it depends on the machine's speed; the compile notes say so.
+GEPA_TIME_CAP_SECONDS: float = 900.0
+
+#: The reward `dspy.Refine` must reach to stop early (`--optimizer refine`): every constraint passes.
+REFINE_THRESHOLD: float = 1.0
 
 #: Where counterexample demos show their feedback: "retry" (retry prompts only, as DSPy 2.5) or "prompt".
 COUNTEREXAMPLES: str = "retry"

@@ -45,16 +45,25 @@ def matches_target(predictor: Any, name: str, target: Any) -> bool:
     if isinstance(target, dspy.Module) and not isinstance(target, dspy.Predict):
         return any(p is predictor for p in target.predictors())
     if _is_signature_class(target):
-        return _signature_matches(getattr(predictor, "signature", None), target)
+        return any(_signature_matches(sig, target) for sig in _signatures(predictor))
     if isinstance(target, str):
-        sig = getattr(predictor, "signature", None)
         return (
             name == target
             or name.startswith(target + ".")
             or getattr(predictor, "_lmassert_origin", None) == target
-            or getattr(sig, "__name__", None) == target
+            or any(getattr(sig, "__name__", None) == target for sig in _signatures(predictor))
         )
     return False
+
+
+#: Set on a predictor whose instructions an optimizer rewrote (GEPA): the signature it had before, so
+#: constraints naming that signature still find it.
+FIRST_SIGNATURE_ATTR = "_lmassert_first_signature"
+
+
+def _signatures(predictor: Any) -> list[Any]:
+    found = [getattr(predictor, "signature", None), getattr(predictor, FIRST_SIGNATURE_ATTR, None)]
+    return [sig for sig in found if sig is not None]
 
 
 def describe_target(target: Any) -> str:
