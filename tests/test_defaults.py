@@ -23,10 +23,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lmassert_magic"
 
 #: Parameter / field names that take one of the shared defaults.
 DEFAULTED = {"max_backtracks", "timeout", "check_timeout", "seed", "num_threads", "threads", "retry_temperature",
-             "soft_penalty", "optimizer", "counterexamples", "budget", "confidence", "max_errors"}
+             "soft_penalty", "optimizer", "counterexamples", "budget", "confidence", "max_errors",
+             "max_metric_calls", "time_cap", "threshold"}
 #: `@argument` flags of the magics that take one of them.
 FLAGS = {"--backtracks", "--timeout", "--seed", "--threads", "--retry-temperature", "--optimizer",
-         "--counterexamples", "--budget", "--max-errors"}
+         "--counterexamples", "--budget", "--max-errors", "--max-metric-calls", "--time-cap"}
 #: Where the shared defaults are looked for (other layers have defaults of their own, defined once there).
 SCANNED = ["engine", "definitions", "magics", "report", "registry.py", "export.py"]
 #: Engine modules still typing their defaults (the engine's owner switches them to `engine.defaults`).

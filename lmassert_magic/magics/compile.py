@@ -26,10 +26,12 @@ from ..engine.ablation import (
     program_to_bind,
     run_ablation,
 )
-from ..engine.compile import COUNTEREXAMPLE_MODES, OPTIMIZERS
+from ..engine.compile import COUNTEREXAMPLE_MODES
 from ..engine.defaults import (
     BUDGET,
     COUNTEREXAMPLES,
+    GEPA_MAX_METRIC_CALLS,
+    GEPA_TIME_CAP_SECONDS,
     MAX_BACKTRACKS,
     MAX_ERRORS,
     OPTIMIZER,
@@ -37,6 +39,7 @@ from ..engine.defaults import (
     SEED,
     THREADS,
 )
+from ..engine.optimizers import ALL_OPTIMIZERS, GEPA
 from ..engine.runtime import BUDGETS
 from .parsing import (
     RegistryMagics,
@@ -87,6 +90,22 @@ def _examples(value: Any, flag: str) -> list[dspy.Example]:
     return items
 
 
+def _optimizer_options(args: Any) -> dict[str, Any]:
+    """GEPA's budget and time cap, checked; given with another optimizer they would do nothing, so they fail."""
+    for flag, value in (("--max-metric-calls", args.max_metric_calls), ("--time-cap", args.time_cap)):
+        if value is not None and args.optimizer != GEPA:
+            fail(f"{flag} applies to --optimizer gepa only (this compile uses {args.optimizer})", 1)
+    if args.optimizer != GEPA:
+        return {}
+    calls = GEPA_MAX_METRIC_CALLS if args.max_metric_calls is None else args.max_metric_calls
+    cap = GEPA_TIME_CAP_SECONDS if args.time_cap is None else args.time_cap
+    if calls < 1:
+        fail(f"--max-metric-calls must be 1 or more, got {calls}", 1)
+    if not 0 < cap < float("inf"):
+        fail(f"--time-cap must be a positive number of seconds, got {cap:g}", 1)
+    return {"max_metric_calls": calls, "time_cap": cap}
+
+
 def _is_report(value: Any) -> bool:
     """What `-o VAR` may replace: an earlier report (or bare result), never a dataset or a function."""
     return isinstance(value, AblationResult) or isinstance(getattr(value, "result", None), AblationResult)
@@ -103,8 +122,14 @@ class CompileMagics(RegistryMagics):
     @argument("--train", required=True, help="notebook variable: list of dspy.Example to compile on")
     @argument("--dev", required=True, help="notebook variable: list of dspy.Example to evaluate on")
     @argument("--metric", required=True, help="notebook function metric(example, prediction[, trace])")
-    @argument("--optimizer", choices=OPTIMIZERS, default=OPTIMIZER,
-              help="bootstrap (BootstrapFewShot) or random_search (BootstrapFewShotWithRandomSearch)")
+    @argument("--optimizer", choices=ALL_OPTIMIZERS, default=OPTIMIZER,
+              help="bootstrap (BootstrapFewShot), random_search (BootstrapFewShotWithRandomSearch), gepa "
+                   "(dspy.GEPA, the constraints' messages as its feedback) or refine (the constrained steps "
+                   "run in dspy.Refine with the constraints' reward)")
+    @argument("--max-metric-calls", type=int, default=None,
+              help=f"--optimizer gepa: program runs GEPA may score (default {GEPA_MAX_METRIC_CALLS})")
+    @argument("--time-cap", type=float, default=None,
+              help=f"--optimizer gepa: seconds after which GEPA stops proposing (default {GEPA_TIME_CAP_SECONDS:g})")
     @argument("--settings", default=None,
               help=f"comma list of settings to run (default: all): {','.join(SETTINGS)}")
     @argument("--backtracks", "-b", type=int, default=MAX_BACKTRACKS,
@@ -164,6 +189,7 @@ class CompileMagics(RegistryMagics):
             fail("--max-errors must be 1 or more", 1)
         if not 0 <= args.retry_temperature <= 2:
             fail(f"--retry-temperature must be between 0 and 2, got {args.retry_temperature}", 1)
+        optimizer_kwargs = _optimizer_options(args)
         try:
             settings = normalize_settings(args.settings)
         except ValueError as exc:
@@ -206,7 +232,7 @@ class CompileMagics(RegistryMagics):
                 optimizer=args.optimizer, num_threads=args.threads, progress=progress,
                 budget=args.budget, seed=args.seed, retry_temperature=args.retry_temperature,
                 keep_soft_failures=args.keep_soft_failures, max_errors=args.max_errors,
-                counterexamples=args.counterexamples,
+                counterexamples=args.counterexamples, optimizer_kwargs=optimizer_kwargs,
             )
         result.calibrations = {
             c.name: cal for c in plan.constraints if (cal := self.registry.calibration_of(c.name)) is not None
@@ -232,7 +258,7 @@ class CompileMagics(RegistryMagics):
             "settings": list(settings), "backtracks": args.backtracks, "threads": args.threads,
             "output": args.output, "budget": args.budget, "seed": args.seed,
             "retry_temperature": args.retry_temperature, "keep_soft_failures": args.keep_soft_failures,
-            "max_errors": args.max_errors, "counterexamples": args.counterexamples,
+            "max_errors": args.max_errors, "counterexamples": args.counterexamples, **optimizer_kwargs,
         }
         with user_errors():
             self.registry.record_compile(plan, result=result, program=program, options=options, report=report,
