@@ -52,6 +52,25 @@ METADATA_KEY = "lmassert"
 _FACTS_CELL = "from lmassert_magic.run_notebook import kernel_facts as _f; print(_f(globals())); del _f"
 
 
+def package_source() -> str | None:
+    """The git commit of the package that ran, with "+dirty" when its files differ from it.
+
+    Outputs are only reproducible from a commit: a run made with uncommitted engine edits says so.
+    None outside a git checkout (an installed wheel: its version says what ran).
+    """
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def code_hash(notebook: Any) -> str:
     """A digest of the code cells' sources: outputs recorded under another digest are stale."""
     digest = hashlib.sha256()
@@ -155,6 +174,7 @@ def _run(notebook: Any, path: Path, out_dir: Path, *, timeout: int, inplace: boo
         small=os.environ.get("LMASSERT_SMALL") or None,
         executed=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         code_hash=code_hash(notebook),
+        source=package_source(),
     )
     notebook.metadata[METADATA_KEY] = facts
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -93,3 +93,24 @@ def test_kernel_facts_record_the_decode_threads_of_the_lm_engine():
     with dspy.context(lm=lm):
         facts = json.loads(kernel_facts({}))
     assert (facts["model"], facts["decode_threads"]) == ("fake", 1)
+
+
+def test_package_source_names_the_commit_and_says_when_files_differ(tmp_path, monkeypatch):
+    import subprocess
+
+    import lmassert_magic.run_notebook as run_notebook
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "mod.py").write_text("x = 1\n")
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    monkeypatch.setattr(run_notebook, "__file__", str(package / "run_notebook.py"))
+    assert run_notebook.package_source() == commit
+    (package / "mod.py").write_text("x = 2\n")
+    assert run_notebook.package_source() == commit + "+dirty"
+    monkeypatch.setattr(run_notebook, "__file__", "/nonexistent/dir/run_notebook.py")
+    assert run_notebook.package_source() is None
