@@ -752,7 +752,7 @@ def test_widget_tabs_titles_and_parts() -> None:
     result = hand_result()
     w = CompileReport(result).widget()
     assert [w.tabs.get_title(i) for i in range(len(w.tabs.children))] == [
-        "Pass rates", "Comparisons", "Cost & compile", "Demos (6)", "Counterexamples", "Failures (2)"
+        "Pass rates", "Comparisons", "Cost & compile", "Demos (6)", "Counterexamples", "Timeline", "Failures (2)"
     ]
     assert w.tabs.children[0].children == (w.passrates, w.chart)  # no calibration: no empty box either
     assert w.tabs.children[1] is w.comparisons and w.tabs.children[2].children == (w.costs, w.compile)

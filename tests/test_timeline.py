@@ -6,6 +6,7 @@ that drops it but is too long, a last retry that is short and clean.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import dspy
@@ -222,3 +223,107 @@ def test_report_timeline_names_what_is_wrong(ablation):
         report.timeline(7, setting=VANILLA)
     with pytest.raises(ValueError, match="no dev example has the inputs"):
         report.timeline({"question": "nope"}, setting=VANILLA)
+
+
+# ---------------------------------------------------------------- the views: HTML, text, widget
+
+from test_report import assert_inert, payload_result, visible_text  # noqa: E402  (helpers, not tests)
+
+
+def attempt_rows(html: str) -> list[str]:
+    """Each attempt's row (rows hold tables of their own: cut at the next attempt or the table's end)."""
+    parts = html.split('<tr class="lmassert-attempt')[1:]
+    return ['<tr class="lmassert-attempt' + p.split("</tbody>")[0] for p in parts]
+
+
+def test_timeline_html_shows_each_attempt_with_feedback_diff_flips_and_costs(ablation):
+    record = ablation.settings[INFER_ASSERT].examples[1].record
+    html = CompileReport(ablation).trace(1, setting=INFER_ASSERT)._repr_html_()
+    assert_inert(html)
+    rows = attempt_rows(html)
+    assert len(rows) == 4
+    assert ["lmassert-kept" in r for r in rows] == [True, False, False, True]
+    first, retry, last = visible_text(rows[1]), visible_text(rows[2]), visible_text(rows[3])
+    assert "gen" in first and "first try" in first and "great #news" in first
+    assert "retry 1" in retry and FIX + "." in retry
+    assert "retry 2" in last and SHORT in last
+    deleted = re.findall(r'<span class="lmassert-del"[^>]*>(.*?)</span>', rows[2])
+    inserted = re.findall(r'<span class="lmassert-ins"[^>]*>(.*?)</span>', rows[2])
+    assert deleted == ["great #news"] and inserted == [LONG_CLEAN]
+    assert "no_hashtags fail → pass" in retry and "short pass → fail" in retry
+    assert "short fail → pass" in last
+    assert f"{record.attempts[2].tokens} tokens" in retry and "1 LM call" in retry
+    head = visible_text(html.split('<table class="lmassert-timeline-table"', 1)[0])
+    assert "Infer w/ Assert" in head and "#1" in head and "d1" in head
+
+
+def test_timeline_text_for_a_terminal(ablation):
+    text = repr(CompileReport(ablation).trace(1, setting=INFER_ASSERT))
+    assert "Infer w/ Assert · #1" in text
+    assert "[-great #news-] {+" + LONG_CLEAN + "+}" in text
+    assert "flipped: no_hashtags: fail -> pass, short: pass -> fail" in text
+    assert "feedback: " + FIX + "." in text
+
+
+def test_static_report_has_a_timeline_section_per_setting_failing_examples_first(ablation):
+    html = CompileReport(ablation).html()
+    section = html.split('class="lmassert-section-timelines"', 1)[1]
+    groups = re.findall(r'<details class="lmassert-timeline-group"[^>]*><summary[^>]*>(.*?)</summary>', section,
+                        re.S)
+    assert [visible_text(g) for g in groups] == [
+        "Vanilla · 3 examples in trouble or retried",
+        "Infer w/ Assert · 3 examples in trouble or retried",
+    ]
+    summaries = [visible_text(s) for s in re.findall(
+        r'<details class="lmassert-timeline"[^>]*><summary[^>]*>(.*?)</summary>', html, re.S)]
+    assert summaries[:3] == ["#0 · fails no_hashtags · no retry", "#1 · fails no_hashtags · no retry",
+                             "#2 · fails no_hashtags · no retry"]
+    assert summaries[3:] == ["#0 · 2 retries", "#1 · 2 retries", "#2 · 2 retries"]
+    assert len(attempt_rows(html)) == 3 * 2 + 3 * 4
+
+
+def test_widget_timeline_tab_picks_setting_and_example_failing_first(ablation):
+    w = CompileReport(ablation).widget()
+    titles = [w.tabs.get_title(i) for i in range(len(w.tabs.children))]
+    assert "Timeline" in titles
+    tab = w.timeline
+    assert w.tabs.children[titles.index("Timeline")] is tab
+    assert tab.setting.value == INFER_ASSERT
+    assert [label for label, _ in tab.example.options] == ["#0 · 2 retries", "#1 · 2 retries", "#2 · 2 retries"]
+    tab.example.value = 1
+    assert len(attempt_rows(tab.body.value)) == 4 and "d1" in visible_text(tab.body.value)
+    tab.setting.value = VANILLA
+    assert tab.example.options[0][0] == "#0 · fails no_hashtags · no retry"
+    assert len(attempt_rows(tab.body.value)) == 2
+
+
+def with_attempts(result: Any, p: str) -> Any:
+    """Give every example of a hand-built result a retried step whose every string is `p`."""
+    from lmassert_magic.engine.records import Attempt
+
+    for res in result.settings.values():
+        for e in res.examples:
+            e.record.attempts = [
+                Attempt(0, p, 0, "first", {p: p}, [], {p: p + " one"}, {p: False}, error=p),
+                Attempt(1, p, 1, "retry", {p: p}, [p], {p: p + " two"}, {p: True}, kept=True),
+            ]
+    return result
+
+
+@pytest.mark.parametrize("payload", ["<script>window.__xss=1</script>", "<img src=x onerror=\"window.__xss=1\">",
+                                     "\" onmouseover=\"alert(1)\" x=\"", "\u202e<b>x</b>"])
+def test_timeline_payloads_stay_text(payload: str) -> None:
+    report = CompileReport(with_attempts(payload_result(payload), payload))
+    fragments = [report.html(), report.trace(0, setting=INFER_ASSERT)._repr_html_()]
+    w = report.widget()
+    for _, key in w.timeline.setting.options:
+        w.timeline.setting.value = key
+        for _, index in w.timeline.example.options:
+            w.timeline.example.value = index
+            fragments.append(w.timeline.body.value)
+    from lmassert_magic.report import html as H
+
+    for fragment in fragments:
+        assert_inert(fragment)
+        assert H.clean(payload) in visible_text(fragment)
+    assert H.clean(payload) in repr(report.trace(0, setting=INFER_ASSERT))

@@ -20,6 +20,7 @@ from .model import rendering_once, summary_lines
 from .progress import progress_reporter
 from .static_html import ROW_LIMIT, render_html
 from .text import render_text
+from .timeline import TimelineView, trace
 
 if TYPE_CHECKING:
     from .widgets import ReportWidget
@@ -114,6 +115,11 @@ class CompileReport:
         """
         with secrets_hidden():
             return _hidden(_timeline(self.result, example, setting))
+
+    def trace(self, example: Any = None, setting: str | None = None) -> TimelineView:
+        """The same timeline laid out for reading (HTML in a notebook, text in a terminal): what
+        `%lmassert trace` shows."""
+        return trace(self.result, example, setting)
 
     # -- widget ---------------------------------------------------------------------------
     def widget(self) -> ReportWidget:

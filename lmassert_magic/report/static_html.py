@@ -16,22 +16,19 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import jinja2
 from markupsafe import Markup
 
-from ..engine.ablation import ALL_CONSTRAINTS, COMPILE, AblationResult
+from ..engine.ablation import ALL_CONSTRAINTS, AblationResult
 from ..engine.records import ConstraintStats, Counterexample
 from ..engine.stats import Rate
-from .escape import clean, esc, escape_text, short, to_text
+from ..engine.timeline import in_trouble, retried
+from .environment import ALL_COLOR, ENV, HARD_COLOR, SOFT_COLOR, TEXT_LIMIT, template_module
 from .model import (
-    FAILURE_LIMIT,
     SettingRow,
-    calibration_note,
     calibration_of,
     comparison_cells,
     comparisons_frame,
     config_text,
-    counterexample_mode_text,
     demo_groups,
     failed_examples,
     hiding_secrets,
@@ -41,100 +38,25 @@ from .model import (
     missing_settings,
     number,
     percent,
-    rate_parts,
     report_title,
     setting_rows,
     summary_lines,
     warning_lines,
 )
+from .timeline import timelines_html
 
-#: Text longer than this is cut and the rest put behind an expand control (<details>).
-TEXT_LIMIT = 280
 #: Rows shown per group (constraint, predictor, setting) in the static HTML; the rest are counted.
 ROW_LIMIT = 25
 
-HARD_COLOR = "#b3261e"
-SOFT_COLOR = "#1f6f8b"
-ALL_COLOR = "#8a6d00"
-
-_CELL = "border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left"
-#: Inline styles only: notebook sanitisers strip <style> blocks and classes have no stylesheet.
-_STYLES = {
-    "BASE_STYLE": "font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:13px;line-height:1.4",
-    "CELL": _CELL,
-    "LABEL_CELL": f"{_CELL};font-weight:600;white-space:nowrap;width:1%",
-    "NUM": "border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:right;"
-           "font-variant-numeric:tabular-nums",
-    "VALUE": "white-space:pre-wrap;overflow-wrap:break-word;line-height:1.35;"
-             "font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px",
-    "TABLE": "border-collapse:collapse;margin:4px 0",
-}
 COMPARISON_COLUMNS = ("comparison", "measure", "base", "setting", "difference", "95% CI", "n", "changed", "exact p",
                       "verdict")
 
 
-# ------------------------------------------------------------------------------------------- environment
-
-
-class _Cleaned(str):
-    """Text already through `clean`: the templates escape it without cleaning it twice."""
-
-
-def _shown(value: Any) -> Markup:
-    """The environment's `finalize`: what every `{{ value }}` becomes. Markup (a macro's output, a style
-    constant) passes as is; anything else is cleaned and escaped (quotes too: safe in attributes)."""
-    if hasattr(value, "__html__"):
-        return value  # type: ignore[no-any-return]
-    kind = type(value)
-    if kind is _Cleaned:
-        return Markup(escape_text(value))
-    if kind is int or kind is float:  # counts and positions: nothing to clean or escape
-        return Markup(value)
-    return Markup(esc(value))
-
-
-def _cut(value: Any, limit: int) -> tuple[_Cleaned, _Cleaned]:
-    """(head, rest) of the cleaned text; rest is empty when it fits in `limit` characters."""
-    text = clean(to_text(value))
-    if len(text) <= limit:
-        return _Cleaned(text), _Cleaned("")
-    return _Cleaned(text[:limit]), _Cleaned(text[limit:])
-
-
-class _CompactLoader(jinja2.PackageLoader):
-    """Drops each template line's indentation and line break: they are for the reader. The report
-    must be one line of markup (whitespace between tags would show inside pre-wrap text, and readers
-    match a table row with a one-line pattern)."""
-
-    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
-        source, filename, uptodate = super().get_source(environment, template)
-        return "".join(line.strip() for line in source.splitlines()), filename, uptodate
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=_CompactLoader("lmassert_magic.report", "templates"),
-        autoescape=True,
-        finalize=_shown,
-        undefined=jinja2.StrictUndefined,
-        auto_reload=False,
-    )
-    env.globals.update({name: Markup(style) for name, style in _STYLES.items()})
-    env.globals.update(
-        TEXT_LIMIT=TEXT_LIMIT, FAILURE_LIMIT=FAILURE_LIMIT, COMPILE=COMPILE, HARD_COLOR=Markup(HARD_COLOR),
-        SOFT_COLOR=Markup(SOFT_COLOR), ALL_COLOR=Markup(ALL_COLOR), cut=_cut, rate_parts=rate_parts, number=number,
-        calibration_note=calibration_note, counterexample_mode_text=counterexample_mode_text,
-    )
-    env.filters.update(grouped=lambda n: f"{n:,}", fixed=lambda x: f"{x:.1f}", short=short)
-    return env
-
-
-_ENV = _environment()
-_PARTS = _ENV.get_template("parts.html").module
-_SECTIONS = _ENV.get_template("sections.html").module
-_ITEMS = _ENV.get_template("items.html").module
-_CHART = _ENV.get_template("chart.svg").module
-_REPORT = _ENV.get_template("report.html")
+_PARTS = template_module("parts.html")
+_SECTIONS = template_module("sections.html")
+_ITEMS = template_module("items.html")
+_CHART = template_module("chart.svg")
+_REPORT = ENV.get_template("report.html")
 
 
 # ------------------------------------------------------------------------------------------- small parts
@@ -395,6 +317,7 @@ def render_html(result: AblationResult, row_limit: int = ROW_LIMIT) -> str:
         "failures": failures_html(result, row_limit),
         "demos": demos_html(result, row_limit),
         "counterexamples": counterexamples_html(result, row_limit),
+        "timelines": timelines_html(result),
     }
     return _REPORT.render(
         {name: Markup(fragment) for name, fragment in parts.items()},
@@ -402,6 +325,7 @@ def render_html(result: AblationResult, row_limit: int = ROW_LIMIT) -> str:
         n_failures=len(failed_examples(result)),
         n_demos=sum(len(d) for _, _, d in demo_groups(result)),
         n_counterexamples=len(result.all_counterexamples()),
+        n_timelines=sum(1 for res in result.settings.values() for e in res.examples if in_trouble(e) or retried(e)),
         compiled=bool(compiled),
         compile_failed=any(r.compile.n_failed for r in compiled if r.compile is not None),
     )

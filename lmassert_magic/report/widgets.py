@@ -17,6 +17,7 @@ from ..engine.records import Counterexample
 from . import model as M
 from . import static_html as H
 from .escape import secrets_hidden
+from .timeline_widget import TimelineTab
 
 T = TypeVar("T")
 PAGE_SIZE = 20
@@ -131,7 +132,9 @@ class ReportWidget(W.VBox):
         self._failures = M.failed_examples(result)
         self.failures_pager: Pager[Any] = Pager(self._failures, H.failures_rows_html, page_size)
 
-        self.tabs = W.Tab(children=[passrate_tab, self.comparisons, costs_tab, demos_tab, cx_tab,
+        self.timeline = TimelineTab(result)
+
+        self.tabs = W.Tab(children=[passrate_tab, self.comparisons, costs_tab, demos_tab, cx_tab, self.timeline,
                                     self.failures_pager])
         # short titles: JupyterLab gives each tab a fixed width; the counts are in the filters too
         for i, title in enumerate((
@@ -140,6 +143,7 @@ class ReportWidget(W.VBox):
             "Cost & compile",
             f"Demos ({len(self._demo_items)})",
             "Counterexamples",
+            "Timeline",
             f"Failures ({len(self._failures)})",
         )):
             self.tabs.set_title(i, title)
