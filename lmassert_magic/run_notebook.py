@@ -187,6 +187,53 @@ def _run(notebook: Any, path: Path, out_dir: Path, *, timeout: int, inplace: boo
     return html_path
 
 
+#: The generated table of committed runs sits between these lines in the README and the workshop guide.
+RUNS_START, RUNS_END = "<!-- notebook-runs -->", "<!-- /notebook-runs -->"
+
+
+def runs_table(paths: list[Path]) -> str:
+    """A Markdown table of the runs committed in `paths`, read from their `lmassert` metadata.
+
+    Sizes and times in the docs come from here, never typed by hand: a re-run changes the metadata,
+    and a test fails until the docs are regenerated (`lmassert-notebook --update-docs ...`).
+    """
+    import nbformat
+
+    rows = ["| notebook | dev | train | seed | wall time | model | decode threads | run on | package commit |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted(paths, key=lambda p: p.name):
+        facts = nbformat.read(path, as_version=4).metadata.get(METADATA_KEY)
+        if not facts:
+            rows.append(f"| `{path.stem}` | source only: not run yet | | | | | | | |")
+            continue
+        seeds = ", ".join(str(s) for s in facts.get("seeds") or []) or "-"
+        minutes = facts.get("wall_seconds", 0) / 60
+        commit = str(facts.get("source") or "-")
+        source = commit[:12] + (" (uncommitted edits)" if commit.endswith("+dirty") else "")
+        rows.append(
+            f"| `{path.stem}` | {facts.get('n_dev', '-')} | {facts.get('n_train', '-')} | {seeds} "
+            f"| {facts.get('wall_seconds', '-')} s ({minutes:.1f} min) | {facts.get('model') or '-'} "
+            f"| {facts.get('decode_threads') or '-'} | {str(facts.get('executed', '-'))[:10]} | {source} |"
+        )
+    return "\n".join(rows)
+
+
+def update_docs(docs: list[Path], notebooks: list[Path]) -> list[Path]:
+    """Rewrite the table between the markers of each doc; returns the docs that changed."""
+    table = runs_table(notebooks)
+    changed = []
+    for doc in docs:
+        text = doc.read_text(encoding="utf-8")
+        start, end = text.find(RUNS_START), text.find(RUNS_END)
+        if start < 0 or end < start:
+            raise ValueError(f"{doc}: no {RUNS_START} ... {RUNS_END} block to fill")
+        new = text[: start + len(RUNS_START)] + "\n" + table + "\n" + text[end:]
+        if new != text:
+            doc.write_text(new, encoding="utf-8")
+            changed.append(doc)
+    return changed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lmassert-notebook", description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+", type=Path)
@@ -197,7 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run on N train and N dev examples (sets LMASSERT_SMALL; notebooks read it)",
     )
     parser.add_argument("--inplace", action="store_true", help="write outputs back into the notebook itself")
+    parser.add_argument("--update-docs", nargs="+", type=Path, metavar="DOC", default=None,
+                        help="do not run: rewrite the table of committed runs in these Markdown files")
     args = parser.parse_args(argv)
+    if args.update_docs:
+        for doc in update_docs(args.update_docs, args.notebooks):
+            print(f"updated {doc}")
+        return 0
     failed = 0
     for nb in args.notebooks:
         try:

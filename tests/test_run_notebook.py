@@ -114,3 +114,46 @@ def test_package_source_names_the_commit_and_says_when_files_differ(tmp_path, mo
     assert run_notebook.package_source() == commit + "+dirty"
     monkeypatch.setattr(run_notebook, "__file__", "/nonexistent/dir/run_notebook.py")
     assert run_notebook.package_source() is None
+
+
+def test_runs_table_is_read_from_metadata_and_the_docs_follow_it(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from lmassert_magic.run_notebook import RUNS_END, RUNS_START, runs_table, update_docs
+
+    ran = new_notebook(cells=[new_code_cell("x = 1")])
+    ran.metadata["lmassert"] = {"n_dev": 40, "n_train": 23, "seeds": [0], "wall_seconds": 1578.0,
+                                "model": "local/m", "decode_threads": 2, "executed": "2026-11-29T10:00:00Z",
+                                "source": "abcdef1234567890+dirty"}
+    nbformat.write(ran, tmp_path / "04_quiz.ipynb")
+    nbformat.write(new_notebook(cells=[new_code_cell("y = 1")]), tmp_path / "02_multi.ipynb")
+    books = [tmp_path / "04_quiz.ipynb", tmp_path / "02_multi.ipynb"]
+    table = runs_table(books)
+    lines = table.splitlines()
+    assert lines[2].startswith("| `02_multi` | source only: not run yet")
+    assert lines[3] == ("| `04_quiz` | 40 | 23 | 0 | 1578.0 s (26.3 min) | local/m | 2 | 2026-11-29 "
+                        "| abcdef123456 (uncommitted edits) |")
+
+    doc = tmp_path / "README.md"
+    doc.write_text(f"intro\n{RUNS_START}\nold table\n{RUNS_END}\nafter\n")
+    assert update_docs([doc], books) == [doc]
+    assert doc.read_text() == f"intro\n{RUNS_START}\n{table}\n{RUNS_END}\nafter\n"
+    assert update_docs([doc], books) == []  # already current
+    (tmp_path / "plain.md").write_text("no markers")
+    with pytest.raises(ValueError, match="plain.md: no <!-- notebook-runs -->"):
+        update_docs([tmp_path / "plain.md"], books)
+
+
+def test_the_docs_show_the_runs_the_committed_notebooks_record():
+    """README and the workshop guide carry the table generated from the notebooks' metadata."""
+    from pathlib import Path
+
+    from lmassert_magic.run_notebook import RUNS_END, RUNS_START, runs_table
+
+    root = Path(__file__).resolve().parents[1]
+    table = runs_table(sorted((root / "notebooks").glob("*.ipynb")))
+    for doc in (root / "README.md", root / "docs" / "workshop.md"):
+        text = doc.read_text(encoding="utf-8")
+        block = text[text.index(RUNS_START) + len(RUNS_START):text.index(RUNS_END)].strip()
+        assert block == table, f"{doc.name} is stale: run lmassert-notebook notebooks/*.ipynb --update-docs {doc.name}"
