@@ -218,9 +218,26 @@ def runs_table(paths: list[Path]) -> str:
     return "\n".join(rows)
 
 
+def main_command_note(record: Path) -> str:
+    """One sentence on the README main command's last timed run (`bench/main_command.py` writes `record`)."""
+    if not record.is_file():
+        return "The README's main command has not been timed from a fresh clone yet (`bench/main_command.py`)."
+    facts = json.loads(record.read_text(encoding="utf-8"))
+    return (f"The README's main command, timed by `bench/main_command.py` on {facts['date']} (commit "
+            f"{facts['commit'][:12]}, {facts['cpu_count']} cores; {facts['caches']}): "
+            f"{facts['total_seconds']:.0f} s in all, of which set-up {facts['setup_seconds']:.0f} s and the "
+            f"notebook {facts['notebook_seconds']} s.")
+
+
+def docs_block(notebooks: list[Path]) -> str:
+    """What goes between the markers: the runs table, then the main command's timing."""
+    root = notebooks[0].resolve().parent.parent if notebooks else Path.cwd()
+    return runs_table(notebooks) + "\n\n" + main_command_note(root / "bench" / "results" / "main_command.json")
+
+
 def update_docs(docs: list[Path], notebooks: list[Path]) -> list[Path]:
-    """Rewrite the table between the markers of each doc; returns the docs that changed."""
-    table = runs_table(notebooks)
+    """Rewrite the block between the markers of each doc; returns the docs that changed."""
+    table = docs_block(notebooks)
     changed = []
     for doc in docs:
         text = doc.read_text(encoding="utf-8")

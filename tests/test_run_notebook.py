@@ -138,7 +138,8 @@ def test_runs_table_is_read_from_metadata_and_the_docs_follow_it(tmp_path):
     doc = tmp_path / "README.md"
     doc.write_text(f"intro\n{RUNS_START}\nold table\n{RUNS_END}\nafter\n")
     assert update_docs([doc], books) == [doc]
-    assert doc.read_text() == f"intro\n{RUNS_START}\n{table}\n{RUNS_END}\nafter\n"
+    untimed = "The README's main command has not been timed from a fresh clone yet (`bench/main_command.py`)."
+    assert doc.read_text() == f"intro\n{RUNS_START}\n{table}\n\n{untimed}\n{RUNS_END}\nafter\n"
     assert update_docs([doc], books) == []  # already current
     (tmp_path / "plain.md").write_text("no markers")
     with pytest.raises(ValueError, match="plain.md: no <!-- notebook-runs -->"):
@@ -149,11 +150,25 @@ def test_the_docs_show_the_runs_the_committed_notebooks_record():
     """README and the workshop guide carry the table generated from the notebooks' metadata."""
     from pathlib import Path
 
-    from lmassert_magic.run_notebook import RUNS_END, RUNS_START, runs_table
+    from lmassert_magic.run_notebook import RUNS_END, RUNS_START, docs_block
 
     root = Path(__file__).resolve().parents[1]
-    table = runs_table(sorted((root / "notebooks").glob("*.ipynb")))
+    table = docs_block(sorted((root / "notebooks").glob("*.ipynb")))
     for doc in (root / "README.md", root / "docs" / "workshop.md"):
         text = doc.read_text(encoding="utf-8")
         block = text[text.index(RUNS_START) + len(RUNS_START):text.index(RUNS_END)].strip()
         assert block == table, f"{doc.name} is stale: run lmassert-notebook notebooks/*.ipynb --update-docs {doc.name}"
+
+
+def test_main_command_note_reads_the_timed_run(tmp_path):
+    import json
+
+    from lmassert_magic.run_notebook import main_command_note
+
+    record = tmp_path / "main_command.json"
+    record.write_text(json.dumps({"date": "2026-11-29", "commit": "0123456789abcdef", "cpu_count": 2,
+                                  "caches": "empty caches", "total_seconds": 281.4, "setup_seconds": 98.2,
+                                  "notebook_seconds": 183}))
+    assert main_command_note(record) == (
+        "The README's main command, timed by `bench/main_command.py` on 2026-11-29 (commit 0123456789ab, 2 cores; "
+        "empty caches): 281 s in all, of which set-up 98 s and the notebook 183 s.")
