@@ -63,6 +63,9 @@ def test_compile_with_gepa_runs_the_five_settings(tweet, capsys):
     options = dict(get_registry().programs["tweeter"].options)
     assert (options["optimizer"], options["max_metric_calls"], options["time_cap"]) == ("gepa", 12, 300.0)
     assert "tweeter: Pipeline with constraints no_hashtags" in capsys.readouterr().out
+    report = ip.user_ns["rep"]  # the report says what GEPA did, as text and as HTML
+    assert "GEPA: " in report.text() and "constraint feedback on" in report.text()
+    assert "lmassert-compile-note" in report.html() and "constraint feedback off" in report.html()
 
 
 def test_compile_with_gepa_takes_the_laptop_budget_by_default(tweet):

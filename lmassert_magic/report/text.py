@@ -64,6 +64,7 @@ def compile_lines(result: AblationResult, rows: Sequence[SettingRow] | None = No
         mode = ("none (no assertions while compiling)" if r.key == COMPILE
                 else counterexample_mode_text(c.counterexample_mode))
         line += f"; counterexamples shown in: {mode}"
+        line += "".join(f"; {clean(note)}" for note in c.notes)  # what GEPA or Refine did
         line += (f"; compile cost {r.compile_lm_calls:,} LM calls, {r.compile_tokens:,} tokens, "
                  f"{r.compile_seconds:.1f} s")
         out.append(line)
