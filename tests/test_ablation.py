@@ -527,3 +527,36 @@ def test_failed_everywhere_names_the_one_exception_type_all_examples_raised():
     assert mixed.failed_everywhere() == ""
     assert some_ok.failed_everywhere() is None
     assert AblationResult().failed_everywhere() is None
+
+
+def test_truncated_responses_are_counted_per_setting_not_logged(scripted_lm, data, caplog):
+    """DSPy warns once per response cut at max_tokens; a run counts them per setting instead."""
+    import logging
+
+    train, dev = data
+    scripted_lm(respond)
+    dspy_lm_logger = logging.getLogger("dspy.clients.lm")
+
+    class CutShort(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.step = dspy.Predict(Tweet)
+
+        def forward(self, question):
+            if question in ("d0", "d1", "d2"):  # as DSPy logs it for a response with finish_reason "length"
+                dspy_lm_logger.warning("LM response was truncated; increase max_tokens or inspect history.")
+            return self.step(question=question)
+
+    with caplog.at_level(logging.WARNING):
+        result = run_ablation(CutShort(), train, dev, metric, constraints=[hashtag_constraint()],
+                              settings=("vanilla", "infer_assert"))
+    counts = {key: s.truncated_responses for key, s in result.settings.items()}
+    assert counts == {"vanilla": 3, "infer_assert": 3}
+    assert not [r for r in caplog.records if "truncated" in r.getMessage()]
+    dspy_lm_logger.warning("LM response was truncated outside a run")
+    assert [r for r in caplog.records if "truncated" in r.getMessage()]  # the filter is gone after the run
+
+    from lmassert_magic.report import CompileReport
+
+    text = CompileReport(result).text()
+    assert "!! Vanilla: 3 LM response(s) stopped at the LM's max_tokens" in text

@@ -57,6 +57,7 @@ class SettingResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     stray_predictor_calls: int = 0
+    truncated_responses: int = 0  # LM responses cut at max_tokens (compile and evaluation)
     compile: CompileSummary | None = None
 
     @property

@@ -11,6 +11,7 @@ Imports nothing else of the engine: the constraints (whose LM judges count their
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -155,3 +156,39 @@ def tally_lm() -> Iterator[LMTally]:
     usage = TokenSink(tally.add_usage, dspy.settings.get("usage_tracker"), tally.add_cached_usage)
     with dspy.context(callbacks=callbacks, usage_tracker=usage):
         yield tally
+
+
+#: DSPy logs this once per LM response that hit max_tokens (from "dspy.clients.lm").
+TRUNCATION_PREFIX = "LM response was truncated"
+
+
+class TruncationCounter(logging.Filter):
+    """Counts DSPy's per-call "response was truncated" warnings and keeps them off the notebook.
+
+    A 40-example run on a small model can log hundreds of them; the report shows one count per
+    setting instead (its outputs may be incomplete), which a reader can act on.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(TRUNCATION_PREFIX):
+            with self._lock:
+                self.count += 1
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def counting_truncations() -> Iterator[TruncationCounter]:
+    """Count (and silence) truncated-response warnings while the block runs."""
+    counter = TruncationCounter()
+    dspy_lm_logger = logging.getLogger("dspy.clients.lm")
+    dspy_lm_logger.addFilter(counter)
+    try:
+        yield counter
+    finally:
+        dspy_lm_logger.removeFilter(counter)

@@ -158,6 +158,7 @@ class SettingRow:
     compile_tokens: int = 0
     compile: CompileSummary | None = None
     stray_predictor_calls: int = 0
+    truncated_responses: int = 0
 
     def rate(self, name: str) -> float:
         """The pass rate of `name` in percent (nan when no example was checked)."""
@@ -223,6 +224,7 @@ def _row(key: str, res: SettingResult, color: str, measures: Sequence[str], seed
         completion_tokens=res.completion_tokens, eval_seconds=res.eval_seconds,
         compile_seconds=res.compile_seconds, compile_tokens=res.compile_tokens, compile=res.compile,
         stray_predictor_calls=res.stray_predictor_calls,
+        truncated_responses=getattr(res, "truncated_responses", 0),
     )
 
 
@@ -314,6 +316,12 @@ def warning_lines(result: AblationResult, rows: Sequence[SettingRow] | None = No
                 f"{r.label}: {r.stray_predictor_calls} predictor call(s) ran outside any program run while one "
                 "was active (e.g. a thread the engine does not follow); their outputs were not checked by any "
                 "constraint."
+            )
+    for r in rows:
+        if r.truncated_responses > 0:
+            out.append(
+                f"{r.label}: {r.truncated_responses} LM response(s) stopped at the LM's max_tokens; their outputs "
+                "may be cut short (raise max_tokens to avoid it)."
             )
     seen: set[tuple[Any, ...]] = set()
     for r in rows:
