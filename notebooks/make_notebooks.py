@@ -17,6 +17,10 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 
+#: The quickstart's examples per split: small enough for the README's main command to stay within
+#: five minutes from a cold cache on 2 cores; 05_tweetgen_full runs the same code on all 40.
+QUICK_N = 4
+
 SETUP = '''import os
 
 # CI and quick tries set LMASSERT_SMALL=N to run on N train and N dev examples.
@@ -118,11 +122,13 @@ compile used your change. The solutions are in the collapsed cells after it (cli
 headless run executes them, so they are known to pass."""
 
 EX_SLICE = '''# The solutions recompile on a slice of the data: enough to see the change at work, not to measure it.
-EX_N = min(N, 4)
+EX_N = min(N, {n})
 ex_train, ex_dev = trainset[:EX_N], devset[:EX_N]'''
 
 
-def exercises(text: str, keys: tuple[str, str], solutions: tuple[str, str], compile_cell: str) -> list[tuple[str, str]]:
+def exercises(
+    text: str, keys: tuple[str, str], solutions: tuple[str, str], compile_cell: str, slice_n: int = 4,
+) -> list[tuple[str, str]]:
     """Two exercises, a check a learner runs, and the solutions (collapsed) that pass those checks."""
     checks = "\n".join(f'print(check_exercise("{key}"))' for key in keys)
     passed = "\n".join(f'print(check_exercise("{key}", report_ex))' for key in keys)
@@ -132,7 +138,7 @@ def exercises(text: str, keys: tuple[str, str], solutions: tuple[str, str], comp
         ("md", "### Solutions"),
         ("solution", solutions[0]),
         ("solution", solutions[1]),
-        ("solution", EX_SLICE),
+        ("solution", EX_SLICE.format(n=slice_n)),
         ("solution", compile_cell),
         ("solution", passed + "\nreport_ex.summary()"),
     ]
@@ -151,7 +157,7 @@ demos it learns already satisfy them, and compare the paper's five settings in o
 
 Everything runs offline: the default LM is an embedded 135M-parameter model (SmolLM2-135M-Instruct,
 running in llama.cpp on the CPU) and the data ship with the package. No API key needed."""),
-    ("code", SETUP.format(full=6)),
+    ("code", SETUP.format(full=QUICK_N)),
     ("md", """`%load_ext` registers the magics; `%lm local` starts the embedded model (lazily, on
 127.0.0.1 only). `%lm openai/gpt-4o-mini` or `%lm <model> --api-base http://localhost:11434/v1`
 would use another model instead."""),
@@ -281,7 +287,7 @@ prediction.tweet'''),
     )),
     ("md", HONESTY),
     ("code", FINDINGS),
-    ("md", """At 6 examples most differences are noise: the sentences above say which. For numbers that
+    ("md", f"""At {QUICK_N} examples most differences are noise: the sentences above say which. For numbers that
 can tell settings apart, set `N = 40` in the first cell (the whole dev set; about half an hour on
 a 2-core laptop), or run `%%compile` on your own larger data."""),
     ("md", IN_FULL),
@@ -301,17 +307,18 @@ f"The tweet is {len(tweet)} characters long; keep it under 120 characters and ke
          '''%%assert GenerateTweet --name no_hashtags --hard
 not re.search(r"#\\w+", tweet)
 f"Remove the hashtag phrases but keep the answer ({answer}) in the tweet."'''),
-        '''%%compile tweeter_ex --train ex_train --dev ex_dev --metric quality -o report_ex --seed 0 --settings vanilla,infer_assert
+        '''%%compile tweeter_ex --train ex_train --dev ex_dev --metric quality -o report_ex --seed 0 --settings infer_assert
 retrieve >> GenerateAnswer >> GenerateTweet''',
+        slice_n=2,  # the quickstart's time budget: one setting on two examples
     ),
 ]
 
 # ---------------------------------------------------------------------------------------- 05 TweetGen, full size
 
-FULL_INTRO = """# TweetGen at full size: the quickstart on every dev example
+FULL_INTRO = f"""# TweetGen at full size: the quickstart on every dev example
 
 The quickstart's pipeline, constraints, judges and seed, run on the whole TweetGen dev split (40
-examples) with 40 training examples for the compiled settings. At 6 examples the quickstart can
+examples) with 40 training examples for the compiled settings. At {QUICK_N} examples the quickstart can
 show how assertions work but not whether they help; here the intervals are narrow enough that some
 differences can be told from noise, and the generated sentences say which. The committed outputs
 are one such run on the embedded model (its sizes, seed, versions and wall time are in the
@@ -324,12 +331,12 @@ model (`%lm openai/...`, or any OpenAI-compatible server) the same cells measure
 
 def full_size(cells: list[tuple[str, str]], intro: str, outro: str, full: int) -> list[tuple[str, str]]:
     """The quickstart's cells at another size: only the framing text and N change."""
-    small_setup = SETUP.format(full=6)
+    small_setup = SETUP.format(full=QUICK_N)
     out = [("md", intro)]
     for kind, src in cells[1:]:
         if src == small_setup:
             src = SETUP.format(full=full)
-        elif src.startswith("At 6 examples"):
+        elif src.startswith(f"At {QUICK_N} examples"):
             src = outro
         out.append((kind, src))
     return out

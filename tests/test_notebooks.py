@@ -43,7 +43,7 @@ def test_the_full_size_tweetgen_runs_the_quickstart_code_with_n_40():
     quick, full = code("01_quickstart.ipynb"), code("05_tweetgen_full.ipynb")
     differing = [(a, b) for a, b in zip(quick, full) if a != b]
     assert len(quick) == len(full) and len(differing) == 1
-    assert "SMALL or 6" in differing[0][0] and "SMALL or 40" in differing[0][1]
+    assert "SMALL or 4" in differing[0][0] and "SMALL or 40" in differing[0][1]
 
 
 @pytest.mark.parametrize("notebook", RUN_ON_A_SLICE, ids=lambda p: p.stem)
