@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lmassert_magic"
 #: Parameter / field names that take one of the shared defaults.
 DEFAULTED = {"max_backtracks", "timeout", "check_timeout", "seed", "num_threads", "threads", "retry_temperature",
              "soft_penalty", "optimizer", "counterexamples", "budget", "confidence", "max_errors",
-             "max_metric_calls", "time_cap", "threshold"}
+             "max_metric_calls", "time_cap", "threshold", "constraint_weight"}
 #: `@argument` flags of the magics that take one of them.
 FLAGS = {"--backtracks", "--timeout", "--seed", "--threads", "--retry-temperature", "--optimizer",
          "--counterexamples", "--budget", "--max-errors", "--max-metric-calls", "--time-cap"}

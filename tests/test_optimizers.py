@@ -96,12 +96,16 @@ def test_gepa_metric_feedback_names_exactly_the_failed_constraints(scripted_lm):
     assert "has_answer" not in out.feedback and ANSWER not in out.feedback
 
 
-def test_gepa_metric_with_a_task_metric_gates_on_hard_and_lowers_on_soft(scripted_lm):
+def test_gepa_metric_with_a_task_metric_weighs_both_and_gates_on_hard(scripted_lm):
     _hashtag_lm(scripted_lm)
     gold = dspy.Example(question="q1").with_inputs("question")
     prediction, trace = _run_with_trace(dspy.Predict(Tweet), question="q1")
-    soft = gepa_metric([hashtag_constraint(), short_constraint()], metric, soft_penalty=0.25)
-    assert soft(gold, prediction, trace, None, None).score == pytest.approx(0.75)  # metric 1, one soft failure
+    soft = gepa_metric([hashtag_constraint(), short_constraint()], metric)
+    assert soft(gold, prediction, trace, None, None).score == pytest.approx(0.75)  # metric 1, half the constraints
+    wrong = dspy.Example(question="q2").with_inputs("question")  # the metric fails: constraints still count
+    assert soft(wrong, prediction, trace, None, None).score == pytest.approx(0.25)
+    weighted = gepa_metric([hashtag_constraint(), short_constraint()], metric, constraint_weight=0.2)
+    assert weighted(gold, prediction, trace, None, None).score == pytest.approx(0.9)
     hard = gepa_metric([hashtag_constraint(hard=True), short_constraint()], metric)
     out = hard(gold, prediction, trace, "self", trace)
     assert out.score == 0.0 and "no_hashtags (hard)" in out.feedback

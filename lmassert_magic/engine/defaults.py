@@ -13,6 +13,7 @@ __all__ = [
     "CHECK_TIMEOUT_SECONDS",
     "CONFIDENCE",
     "COUNTEREXAMPLES",
+    "GEPA_CONSTRAINT_WEIGHT",
     "GEPA_MAX_METRIC_CALLS",
     "GEPA_TIME_CAP_SECONDS",
     "KEEP_SOFT_FAILURES",
@@ -74,6 +75,10 @@ OPTIMIZER: str = "bootstrap"
 #: constraints), so 100 runs are about 7 minutes plus the reflection calls: a first evaluation of the
 #: train set and a handful of proposals.
 GEPA_MAX_METRIC_CALLS: int = 100
+
+#: The constraints' share of a GEPA score (`engine.signals.gepa_metric`): score = (1 - w) x metric + w x
+#: share of constraints passed, 0 when a hard one fails.
+GEPA_CONSTRAINT_WEIGHT: float = 0.5
 
 #: GEPA stops proposing after this many seconds whatever budget is left (`--time-cap`, `time_cap=`): a
 #: workshop cell must end. A run stopped by it depends on the machine's speed; the compile notes say so.

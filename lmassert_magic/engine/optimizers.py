@@ -182,7 +182,7 @@ def compile_dspy3(
     constraints: Iterable[Constraint] = (),
     with_assertions: bool = True,
     max_backtracks: int = defaults.MAX_BACKTRACKS,
-    soft_penalty: float = defaults.SOFT_PENALTY,
+    constraint_weight: float = defaults.GEPA_CONSTRAINT_WEIGHT,
     num_threads: int = defaults.THREADS,
     on_example: Callable[[int], None] | None = None,
     seed: int = defaults.SEED,
@@ -200,13 +200,15 @@ def compile_dspy3(
     also GEPA's Pareto set (the dev set stays unseen). `reflection_lm` defaults to the configured LM.
     Refine: with assertions, the targeted predictors run in `dspy.Refine` with N = `max_backtracks` + 1
     (the attempts backtracking would have); without, there is nothing to refine and the program is kept.
-    `bootstrap_options` (keep_soft_failures, max_errors, counterexamples) apply to bootstrapping only.
+    `constraint_weight` is the constraints' share of GEPA's score (`signals.gepa_metric`).
+    `bootstrap_options` (soft_penalty, keep_soft_failures, max_errors, counterexamples) apply to
+    bootstrapping only.
     """
     _check_options(optimizer, max_metric_calls, time_cap)
     constraints = list(constraints)
     if optimizer == REFINE:
         return _compile_refine(program, constraints, with_assertions, max_backtracks + 1, threshold)
-    return _compile_gepa(program, trainset, metric, constraints, with_assertions, soft_penalty, num_threads,
+    return _compile_gepa(program, trainset, metric, constraints, with_assertions, constraint_weight, num_threads,
                          on_example, seed, max_metric_calls, time_cap, reflection_lm)
 
 
@@ -225,7 +227,7 @@ def _compile_refine(program: dspy.Module, constraints: list[Constraint], with_as
 
 def _compile_gepa(
     program: dspy.Module, trainset: Sequence[dspy.Example], metric: Metric, constraints: list[Constraint],
-    with_assertions: bool, soft_penalty: float, num_threads: int, on_example: Callable[[int], None] | None,
+    with_assertions: bool, constraint_weight: float, num_threads: int, on_example: Callable[[int], None] | None,
     seed: int, max_metric_calls: int, time_cap: float | None, reflection_lm: Any,
 ) -> CompileOutcome:
     from dspy.teleprompt.gepa.instruction_proposal import InstructionProposer
@@ -233,7 +235,7 @@ def _compile_gepa(
 
     if with_assertions:
         student = prepare_program(program, constraints, mode=OBSERVE, max_backtracks=0, seed=seed)
-        scored = gepa_metric(constraints, metric, soft_penalty=soft_penalty)
+        scored = gepa_metric(constraints, metric, constraint_weight=constraint_weight)
     else:
         student = plain_copy(program)
         scored = gepa_metric((), metric)

@@ -209,12 +209,11 @@ def _call_metric(metric: Callable[..., Any], gold: Any, prediction: Any, trace: 
     return float(metric(gold, prediction, trace) if trace is not None else metric(gold, prediction))
 
 
-def _score(verdicts: Sequence[Verdict], base: float | None, soft_penalty: float) -> float:
-    if base is None:
-        return reward_of(verdicts)
+def _score(verdicts: Sequence[Verdict], base: float | None, constraint_weight: float) -> float:
     if any(v.hard and not v.passed for v in verdicts):
         return 0.0
-    return max(0.0, base - soft_penalty * sum(not v.passed for v in verdicts))
+    reward = reward_of(verdicts)
+    return reward if base is None else (1 - constraint_weight) * base + constraint_weight * reward
 
 
 def _feedback(verdicts: Sequence[Verdict], base: float | None, metric_name: str, error: str | None) -> str:
@@ -236,13 +235,15 @@ def gepa_metric(
     constraints: Iterable[Constraint] = (),
     metric: Callable[..., Any] | None = None,
     *,
-    soft_penalty: float = defaults.SOFT_PENALTY,
+    constraint_weight: float = defaults.GEPA_CONSTRAINT_WEIGHT,
     objectives: bool | None = None,
 ) -> Callable[..., Any]:
     """A `dspy.GEPA` metric: a score, and feedback made of the messages of the constraints that failed.
 
-    Score: without `metric`, the reward (share of constraints passed, 0 on a hard failure); with it, as in
-    assertion-aware compiling, the metric minus `soft_penalty` per soft failure, 0 on a hard failure.
+    Score: the reward (share of constraints passed, 0 when a hard one fails); with `metric`, the mean of the
+    metric and the reward weighted by `constraint_weight`, still 0 on a hard failure. Why not the metric
+    minus a penalty, as bootstrapping scores demos: a small model often scores 0 on the metric, and GEPA
+    would then see no difference between a candidate that fixes the constraints and one that does not.
     Feedback names exactly the constraints that failed, each with its message. `objective_scores` hold one
     0/1 score per checked constraint (and the metric) when the installed GEPA takes several objectives
     (`objectives=None`: find out). The feedback is the program's, whichever predictor GEPA asks about.
@@ -257,7 +258,7 @@ def gepa_metric(
         base = _call_metric(metric, gold, pred, trace) if metric is not None else None
         record = run_record_of(pred)
         error = record.error if record is not None else None
-        score = 0.0 if error else _score(verdicts, base, soft_penalty)
+        score = 0.0 if error else _score(verdicts, base, constraint_weight)
         out = dspy.Prediction(score=score, feedback=_feedback(verdicts, base, metric_name, error))
         if objectives if objectives is not None else gepa_accepts_objectives():
             scores = {v.name: float(v.passed) for v in verdicts}
