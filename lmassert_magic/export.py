@@ -96,6 +96,8 @@ def export_program(registry: Registry, name: str, path: str | Path, namespace: M
     py_path.write_text(source, encoding="utf-8")
     if record.stale:
         notes.append(f"{name} is stale ({record.stale}); exported the definitions it was compiled from")
+    if record.review is not None and record.review.changed:
+        notes.append(f"{record.review.lines()[0]}; {json_path.name} holds the demos as chosen")
     if required:
         notes.append(f"pass these notebook objects to load_program(): {', '.join(required)}")
     return ExportResult(json_path, py_path, required, notes)

@@ -58,6 +58,7 @@ def _record_dict(record: CompileRecord) -> dict[str, Any]:
         "interrupted": record.interrupted,
         "stale": record.stale,
         "program": None if record.program is None else type(record.program).__name__,
+        "review": None if record.review is None else plain(record.review),
         "results": settings,
     }
 

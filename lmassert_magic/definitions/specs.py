@@ -209,6 +209,7 @@ class CompileRecord:
     report: Any = None
     interrupted: bool = False
     stale: str | None = None
+    review: Any = None  # engine.review.DemoReview: the demos chosen by hand, once a review was made
 
     @property
     def option_dict(self) -> dict[str, Any]:

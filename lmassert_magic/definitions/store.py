@@ -15,6 +15,7 @@ module), so definitions outlive a reload of the extension.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import keyword
 import math
 import threading
@@ -342,6 +343,21 @@ class Registry:
             state.programs[plan.spec.name] = record
             tx.changed = True
             return Outcome(entry=record)
+
+    def rebind_program(self, name: str, program: Any, review: Any, *, result: Any = None) -> Outcome:
+        """Replace NAME's program by `program` (the same one with demos chosen by hand, `review`) in one
+        transaction. `result` is the compile the review was made on: a newer compile of NAME refuses it."""
+        with self.transaction() as tx:
+            record = tx.state.programs.get(name)
+            if record is None:
+                raise RegistryError(f"no compiled program named {name!r}" + did_you_mean(name, tx.state.programs))
+            if result is not None and record.result is not result:
+                raise RegistryError(f"{name} was compiled again since this report; review the demos in its new report")
+            if record.program is None:
+                raise RegistryError(f"{name} has no program to review (its compile was interrupted); re-run %%compile")
+            tx.state.programs[name] = dataclasses.replace(record, program=program, review=review)
+            tx.changed = True
+            return Outcome(entry=tx.state.programs[name])
 
 
 # ---------------------------------------------------------------- the singleton

@@ -136,9 +136,9 @@ def complete_lmassert(shell: Any, event: Any) -> list[str]:
     words, _ = _words(event)
     if len(words) <= 1:
         return sorted(ARITY)
-    if len(words) == 2 and words[1] in ("show", "remove", "export"):
+    if len(words) == 2 and words[1] in ("show", "remove", "export", "trace", "review"):
         reg = get_registry()
-        return sorted(reg.programs) if words[1] == "export" else reg.names()
+        return sorted(reg.programs) if words[1] in ("export", "trace", "review") else reg.names()
     return []
 
 

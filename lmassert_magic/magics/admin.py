@@ -16,6 +16,7 @@ from IPython.display import display
 from ..definitions.specs import CompileRecord, ConstraintEntry, SignatureEntry
 from ..engine.calibration import calibrate_judge
 from ..export import export_program
+from . import review as review_magic
 from .compile import ensure_lm
 from .parsing import RegistryMagics, fail, parse_line, user_errors
 
@@ -27,8 +28,14 @@ USAGE = {
     "export": "%lmassert export NAME PATH",
     "calibrate": "%lmassert calibrate NAME --labels VAR [--refresh]",
     "compat": "%lmassert compat on|off",
+    "trace": review_magic.TRACE_USAGE,
+    "review": review_magic.REVIEW_USAGE,
 }
-ARITY = {"list": 0, "show": 1, "remove": 1, "reset": 0, "export": 2, "calibrate": 1, "compat": 1}
+ARITY = {"list": 0, "show": 1, "remove": 1, "reset": 0, "export": 2, "calibrate": 1, "compat": 1, "trace": (1, 2),
+         "review": 1}
+#: Options of trace and review (where each belongs, for the message when it is given to another command).
+REVIEW_OPTIONS = {"setting": ("trace", "review"), "reject": ("review",), "accept": ("review",), "pin": ("review",),
+                  "reset": ("review",)}
 
 
 def _signature_line(entry: SignatureEntry) -> str:
@@ -64,11 +71,19 @@ class AdminMagics(RegistryMagics):
     @magic_arguments(name="lmassert")
     @argument("command", nargs="?", default="list",
               help="list | show NAME | remove NAME | reset | export NAME PATH | calibrate NAME --labels VAR | "
-                   "compat on|off")
-    @argument("args", nargs="*", help="NAME, or NAME PATH for export")
+                   "compat on|off | trace PROGRAM [EXAMPLE] | review PROGRAM")
+    @argument("args", nargs="*", help="NAME, or NAME PATH for export, or PROGRAM [EXAMPLE] for trace")
     @argument("--labels", default=None,
               help="calibrate: notebook variable holding labelled items, (fields dict, True/False) pairs")
     @argument("--refresh", action="store_true", help="calibrate: measure again even if a cached result exists")
+    @argument("--setting", default=None, help="trace, review --pin: the setting, by key or label (default: the "
+                                              "one that ran with assertions at inference)")
+    @argument("--reject", action="append", default=[], metavar="ID",
+              help="review: reject demo ID (e.g. GenerateTweet:2, as the report lists them); repeatable")
+    @argument("--accept", action="append", default=[], metavar="ID", help="review: accept demo ID again; repeatable")
+    @argument("--pin", action="append", default=[], metavar="EXAMPLE:ATTEMPT",
+              help="review: pin attempt ATTEMPT (its # in the timeline) of dev example EXAMPLE as a demo; repeatable")
+    @argument("--reset", action="store_true", help="review: undo every choice made by hand")
     def lmassert(self, line: str) -> None:
         """Look after what %%signature, %%assert and %%compile registered.
 
@@ -89,16 +104,36 @@ class AdminMagics(RegistryMagics):
         %lmassert compat on|off        zero-edit mode for DSPy 2.5 programs: `dspy.Assert`, `dspy.Suggest`,
                                        `dspy.Retry`, `dspy.primitives.assertions`... backed by this
                                        package (lmassert_magic.compat.install); `off` or %unload_ext undoes it
+        %lmassert trace PROGRAM [EXAMPLE] [--setting S]
+                                       one dev example's retry timeline: every step's attempts, the feedback
+                                       each retry got, a word diff, the constraints that flipped, costs
+                                       (default: the assertion setting and its first failing example)
+        %lmassert review PROGRAM [--reject ID] [--accept ID] [--pin EXAMPLE:ATTEMPT [--setting S]] [--reset]
+                                       choose the compiled program's demos by hand (no option: list them);
+                                       rebinds PROGRAM (registry and notebook variable) in one step
 
         Nothing in the line is expanded: `{x}` and `$x` stay as written (@no_var_expand).
         """
         args = parse_line(self.lmassert, line)
         command = args.command
         if command not in ARITY:
-            fail(f"unknown command {command!r} (list, show, remove, reset, export, calibrate, compat)", 1, name=command,
-                 candidates=ARITY)
-        if len(args.args) != ARITY[command]:
+            fail(f"unknown command {command!r} (list, show, remove, reset, export, calibrate, compat, trace, "
+                 "review)", 1, name=command, candidates=ARITY)
+        arity = ARITY[command]
+        if len(args.args) not in (arity if isinstance(arity, tuple) else (arity,)):
             fail(f"usage: {USAGE[command]}", 1)
+        misplaced = [k for k, owners in REVIEW_OPTIONS.items() if getattr(args, k) and command not in owners]
+        if misplaced:
+            owners = " and ".join(dict.fromkeys(c for k in misplaced for c in REVIEW_OPTIONS[k]))
+            verb = "belongs" if len(misplaced) == 1 else "belong"
+            fail(f"{', '.join('--' + k for k in misplaced)} {verb} to {owners}; usage: {USAGE[command]}", 1)
+        if command == "trace":
+            review_magic.trace(self, args.args[0], args.args[1] if len(args.args) > 1 else None, args.setting)
+            return
+        if command == "review":
+            review_magic.review(self, args.args[0], reject=args.reject, accept=args.accept, pin=args.pin,
+                                setting=args.setting, reset=args.reset)
+            return
         if command == "calibrate":
             self._cmd_calibrate(args.args[0], args.labels, args.refresh)
             return
@@ -156,6 +191,8 @@ class AdminMagics(RegistryMagics):
             print(f"settings: {', '.join(opts.get('settings') or [])}; optimizer: {opts.get('optimizer')}; "
                   f"backtracks: {opts.get('backtracks')}")
             print(f"constraints: {', '.join(c.name for c in record.constraints) or 'none'}")
+            if record.review is not None:
+                print("\n".join(record.review.lines()))
             for note in record.skipped:
                 print(f"  {note}")
             if record.interrupted:

@@ -49,6 +49,7 @@ from .parsing import (
     parse_pipeline_body,
     user_errors,
 )
+from .review import review_handler
 
 try:  # keys in environment variables, blanked wherever an LM's error text is shown
     from ..lm.redact import redact as _redact
@@ -252,7 +253,9 @@ class CompileMagics(RegistryMagics):
         run_config = {"budget": args.budget, "seed": args.seed, "retry_temperature": args.retry_temperature}
         program = (None if result.interrupted else
                    program_to_bind(result, plan.program, plan.constraints, args.backtracks, **run_config))
-        report = CompileReport(result) if CompileReport is not None else None
+        report = (CompileReport(result, program=program, name=name,
+                                on_review=review_handler(self, name, result) if program is not None else None)
+                  if CompileReport is not None else None)
         options = {
             "train": args.train, "dev": args.dev, "metric": args.metric, "optimizer": args.optimizer,
             "settings": list(settings), "backtracks": args.backtracks, "threads": args.threads,

@@ -7,9 +7,11 @@ tables stay reachable as pandas DataFrames in `report.tables`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import dspy
 import pandas as pd
 
 from ..engine.ablation import AblationResult
@@ -18,6 +20,7 @@ from .escape import hide_secrets_in, secrets_hidden
 from .frontend import WIDGET_MIME, widget_frontend_available
 from .model import rendering_once, summary_lines
 from .progress import progress_reporter
+from .review import PinSpec, Reviewer, ReviewHandler
 from .static_html import ROW_LIMIT, render_html
 from .text import render_text
 from .timeline import TimelineView, trace
@@ -38,13 +41,18 @@ class CompileReport:
 
     `widgets=None` decides automatically whether to add the widget view to the display bundle;
     True/False forces it. `row_limit` caps rows per group in the static HTML (the widget pages).
+    `program` is the compiled program a demo review starts from (None: rebuilt from the result);
+    `on_review` is told of every review before it counts (`%%compile` rebinds the registry there),
+    `name` is the program's name in messages.
     """
 
-    def __init__(self, result: AblationResult, *, widgets: bool | None = None,
-                 row_limit: int = ROW_LIMIT) -> None:
+    def __init__(self, result: AblationResult, *, widgets: bool | None = None, row_limit: int = ROW_LIMIT,
+                 program: dspy.Module | None = None, on_review: ReviewHandler | None = None,
+                 name: str = "the program") -> None:
         self.result = result
         self.widgets = widgets
         self.row_limit = row_limit
+        self.reviewer = Reviewer(result, program, on_review, name)
         self._widget: ReportWidget | None = None
 
     # -- static views ---------------------------------------------------------------------
@@ -54,7 +62,7 @@ class CompileReport:
 
     def html(self) -> str:
         """The static HTML report: no script, inline SVG chart, every LM string escaped."""
-        return render_html(self.result, self.row_limit)
+        return render_html(self.result, self.row_limit, review=self.reviewer.changes)
 
     @property
     def headlines(self) -> list[str]:
@@ -121,13 +129,42 @@ class CompileReport:
         `%lmassert trace` shows."""
         return trace(self.result, example, setting)
 
+    # -- demo review -----------------------------------------------------------------------
+    def demo_review(self) -> pd.DataFrame:
+        """The compiled program's demos and their status (accepted, rejected, pinned), one row per demo;
+        `id` is what `review` takes."""
+        with secrets_hidden():
+            return _hidden(self.reviewer.review.frame())
+
+    def review(self, *, reject: Iterable[str] = (), accept: Iterable[str] = (), pin: Iterable[PinSpec] = (),
+               reset: bool = False) -> dspy.Module:
+        """Accept or reject demos by id, pin attempts ((example, attempt) or (example, attempt, setting)) as
+        demos of their step, or `reset` every choice; returns the program rebuilt with the chosen demos.
+
+        After `%%compile` the registry's program and the notebook variable are rebound in one transaction;
+        a bad id, a bad pin or a refusal raises ValueError and changes nothing.
+        """
+        program = self.reviewer.apply(reject=reject, accept=accept, pin=pin, reset=reset)
+        if self._widget is not None:
+            self._widget.refresh_review()
+        return program
+
+    def pin(self, example: Any, attempt: int, setting: str | None = None) -> dspy.Module:
+        """Pin attempt `attempt` (its `seq` in `timeline(example, setting)`) as a demo of its step."""
+        return self.review(pin=[(example, attempt, setting)])
+
+    @property
+    def program(self) -> dspy.Module:
+        """The compiled program with the demos chosen so far."""
+        return self.reviewer.program
+
     # -- widget ---------------------------------------------------------------------------
     def widget(self) -> ReportWidget:
         """The ipywidgets UI (built once, then reused so every display shares one model)."""
         if self._widget is None:
             from .widgets import build_widget
 
-            self._widget = build_widget(self.result)
+            self._widget = build_widget(self.result, report=self)
         return self._widget
 
     def _want_widget(self) -> bool:

@@ -20,6 +20,7 @@ from markupsafe import Markup
 
 from ..engine.ablation import ALL_CONSTRAINTS, AblationResult
 from ..engine.records import ConstraintStats, Counterexample
+from ..engine.review import DemoReview
 from ..engine.stats import Rate
 from ..engine.timeline import in_trouble, retried
 from .environment import ALL_COLOR, ENV, HARD_COLOR, SOFT_COLOR, TEXT_LIMIT, template_module
@@ -43,6 +44,7 @@ from .model import (
     summary_lines,
     warning_lines,
 )
+from .review import review_html
 from .timeline import timelines_html
 
 #: Rows shown per group (constraint, predictor, setting) in the static HTML; the rest are counted.
@@ -298,8 +300,8 @@ def failures_html(result: AblationResult, row_limit: int = ROW_LIMIT) -> str:
 
 
 @hiding_secrets
-def render_html(result: AblationResult, row_limit: int = ROW_LIMIT) -> str:
-    """The whole report as one static HTML fragment."""
+def render_html(result: AblationResult, row_limit: int = ROW_LIMIT, review: DemoReview | None = None) -> str:
+    """The whole report as one static HTML fragment (with the demos chosen by hand, read-only, if `review`)."""
     rows = setting_rows(result)
     comparisons = comparisons_frame(result)
     compiled = [r for r in rows if r.compile is not None]
@@ -318,6 +320,7 @@ def render_html(result: AblationResult, row_limit: int = ROW_LIMIT) -> str:
         "demos": demos_html(result, row_limit),
         "counterexamples": counterexamples_html(result, row_limit),
         "timelines": timelines_html(result),
+        "review": review_html(review) if review is not None else "",
     }
     return _REPORT.render(
         {name: Markup(fragment) for name, fragment in parts.items()},

@@ -9,14 +9,13 @@ pinned as a demo of its step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import ipywidgets as W
 
 from ..engine.ablation import LABELS, AblationResult
 from ..engine.timeline import default_setting, example_summary, find_example, find_setting, trouble_order
-from .environment import template_module
 from .escape import clean, secrets_hidden
+from .static_html import text_html
 from .timeline import TimelineView
 
 #: on_pin(setting key, example index, attempt seq) -> a line saying what happened (raises on a bad pin).
@@ -87,11 +86,7 @@ class TimelineTab(W.VBox):
             message = self.on_pin(self.setting.value, self.example.value, self.attempt.value)
         except Exception as exc:  # a pin the program cannot take: say why, change nothing
             message = f"not pinned: {exc}"
-        self.pin_status.value = _status_html(message)
-
-
-def _status_html(message: Any) -> str:
-    return str(template_module("parts.html").text(str(message)))
+        self.pin_status.value = text_html(message)
 
 
 __all__ = ["PinHandler", "TimelineTab"]

@@ -8,7 +8,7 @@ time keeps building the widget and switching filters fast. Every HTML widget val
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import ipywidgets as W
 
@@ -17,7 +17,11 @@ from ..engine.records import Counterexample
 from . import model as M
 from . import static_html as H
 from .escape import secrets_hidden
+from .review_widget import ReviewPanel
 from .timeline_widget import TimelineTab
+
+if TYPE_CHECKING:
+    from . import CompileReport
 
 T = TypeVar("T")
 PAGE_SIZE = 20
@@ -73,8 +77,9 @@ class ReportWidget(W.VBox):
     """The report as widgets; parts are attributes so tests (and users) can reach them."""
 
     @M.hiding_secrets
-    def __init__(self, result: AblationResult, page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, result: AblationResult, page_size: int = PAGE_SIZE, report: CompileReport | None = None) -> None:
         self.result = result
+        reviewing = report is not None and report.reviewer.available
         rows = M.setting_rows(result)
         comparisons = M.comparisons_frame(result)
         self.banner = W.HTML(H.banner_html(result))
@@ -103,7 +108,10 @@ class ReportWidget(W.VBox):
         self.demo_filter = W.Dropdown(options=demo_options, value=ALL, description="demos of")
         self.demo_pager: Pager[Any] = Pager(self._demo_items, H.demos_items_html, page_size)
         self.demo_filter.observe(self._filter_demos, names="value")
-        demos_tab = W.VBox([self.demo_filter, self.demo_pager])
+        # the compiled program's demos, reviewed by hand (with a program to review)
+        self.review = ReviewPanel(report, report.reviewer.name) if reviewing and report is not None else None
+        demos_tab = W.VBox([w for w in (self.review, W.HTML("<b>Every setting's demos</b>") if self.review else None,
+                                        self.demo_filter, self.demo_pager) if w is not None])
 
         # counterexamples: filter by constraint and by phase
         self._cx_items = result.all_counterexamples()
@@ -132,7 +140,7 @@ class ReportWidget(W.VBox):
         self._failures = M.failed_examples(result)
         self.failures_pager: Pager[Any] = Pager(self._failures, H.failures_rows_html, page_size)
 
-        self.timeline = TimelineTab(result)
+        self.timeline = TimelineTab(result, on_pin=_pinner(report) if reviewing else None)
 
         self.tabs = W.Tab(children=[passrate_tab, self.comparisons, costs_tab, demos_tab, cx_tab, self.timeline,
                                     self.failures_pager])
@@ -152,6 +160,11 @@ class ReportWidget(W.VBox):
         super().__init__(children)
         self.add_class("lmassert-report-widget")
 
+    def refresh_review(self) -> None:
+        """Show the report's current review (after a change made anywhere: widget, Python, a cell)."""
+        if self.review is not None:
+            self.review.refresh()
+
     def _filter_demos(self, change: dict[str, Any]) -> None:
         want = change["new"]
         self.demo_pager.items = (
@@ -166,9 +179,18 @@ class ReportWidget(W.VBox):
         ]
 
 
-def build_widget(result: AblationResult, page_size: int = PAGE_SIZE) -> ReportWidget:
-    """Build the ipywidgets UI for `result`."""
-    return ReportWidget(result, page_size)
+def _pinner(report: Any) -> Callable[[str, int, int], str]:
+    def pin(setting: str, example: int, seq: int) -> str:
+        report.pin(example, seq, setting=setting)
+        return "; ".join(report.reviewer.notes)
+
+    return pin
+
+
+def build_widget(result: AblationResult, page_size: int = PAGE_SIZE,
+                 report: CompileReport | None = None) -> ReportWidget:
+    """Build the ipywidgets UI for `result` (with `report`, its demo review too)."""
+    return ReportWidget(result, page_size, report)
 
 
 __all__ = ["ALL", "PAGE_SIZE", "Pager", "ReportWidget", "build_widget"]
