@@ -65,6 +65,7 @@ def test_compile_with_gepa_runs_the_five_settings(tweet, capsys):
     assert "tweeter: Pipeline with constraints no_hashtags" in capsys.readouterr().out
     report = ip.user_ns["rep"]  # the report says what GEPA did, as text and as HTML
     assert "GEPA: " in report.text() and "constraint feedback on" in report.text()
+    assert "counterexamples shown in" not in report.text()  # bootstrapping's words do not describe GEPA
     assert "lmassert-compile-note" in report.html() and "constraint feedback off" in report.html()
 
 

@@ -55,16 +55,18 @@ def compile_lines(result: AblationResult, rows: Sequence[SettingRow] | None = No
             shown = [short(clean(f), 120) for f in c.failures[:FAILURE_LIMIT]]
             more = max(c.n_failed, len(c.failures)) - len(shown)
             line += " (" + "; ".join(shown) + (f"; and {more} more" if more > 0 else "") + ")"
-        if r.key == COMPILE and not c.dropped_soft_failures:
+        if c.notes:  # GEPA or Refine: what it did instead of bootstrapping demos
+            line += "".join(f"; {clean(note)}" for note in c.notes)
+        elif r.key == COMPILE and not c.dropped_soft_failures:
             line += "; no trace dropped (constraints are off while compiling the baseline)"
         elif c.keep_soft_failures:
             line += "; traces failing a soft constraint kept as demos (keep_soft_failures)"
         else:
             line += f"; {c.dropped_soft_failures} trace(s) dropped as demos for still failing a soft constraint"
-        mode = ("none (no assertions while compiling)" if r.key == COMPILE
-                else counterexample_mode_text(c.counterexample_mode))
-        line += f"; counterexamples shown in: {mode}"
-        line += "".join(f"; {clean(note)}" for note in c.notes)  # what GEPA or Refine did
+        if not c.notes:
+            mode = ("none (no assertions while compiling)" if r.key == COMPILE
+                    else counterexample_mode_text(c.counterexample_mode))
+            line += f"; counterexamples shown in: {mode}"
         line += (f"; compile cost {r.compile_lm_calls:,} LM calls, {r.compile_tokens:,} tokens, "
                  f"{r.compile_seconds:.1f} s")
         out.append(line)
