@@ -1,412 +1,209 @@
-"""This package against its peers on the embedded model: same data, same constraints, one run.
+"""This package against its peers on the embedded model: same programs, examples, constraints, judge and
+response format; every LM call counted the same way.
 
-Systems: no assertions; lmassert_magic Infer w/ Assert (2 backtracks); dspy.Refine and
-dspy.BestOfN (N=3, reward = fraction of constraints passed, threshold 1.0); DSPy 2.5.43's own
-dspy.Suggest with backtrack_handler, run in its own venv (bench/_venv25, created on first use) and
-talking to the same embedded model over its loopback OpenAI-compatible endpoint.
+Systems: no assertions; lmassert_magic Infer w/ Assert (2 backtracks, shared budget); dspy.Refine and
+dspy.BestOfN (N=3, reward = share of constraints passed, threshold 1.0); DSPy 2.5.43's own dspy.Suggest with
+backtrack_handler (max_backtracks=2), run in its own venv by bench/peer_dspy25.py. Studies: TweetGen and
+multi-hop QA, every example each has (train + dev: no system is compiled here).
 
-Each system starts with a cold LM cache. Pass rates are measured afterwards on every system's
-final outputs with the same checks and the same judge, outside the systems' LM-call counts.
+    python bench/peers.py [--studies tweetgen,multihop] [--n N] [--systems ours,refine,...]
+                          [--dspy25-venv PATH] [--fresh] [--report-only]
 
-    python bench/peers.py [--n 12] [--studies tweetgen,quizgen] [--skip-dspy25]
-
-Writes bench/RESULTS.md and bench/peers.png.
+Each example's result is appended to bench/results/peers_checkpoint.jsonl as it finishes; a restart skips
+what is there (`--fresh` starts over). Then every final output is scored (constraint verdicts, the
+judge-free quality), and bench/peers.json, bench/RESULTS.md and bench/peers.png are generated from the
+checkpoint. Run one model process at a time on a small machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
+import platform
 import sys
-import tempfile
-import textwrap
-import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import dspy
+import peer_programs as programs
+import peer_report
+import peer_tasks
+from peer_checkpoint import Checkpoint, Progress
+from peer_dspy25 import ensure_venv, run_dspy25
+
+from lmassert_magic.datasets import answer_exact_match, answer_in_text, load_study
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+CHECKPOINT = HERE / "results" / "peers_checkpoint.jsonl"
+CONTEXT_PASSAGES = 3  # TweetGen's context: the top passages for the question, the same for every system
+SYSTEM_KEYS = {"none": programs.NONE, "ours": programs.OURS, "refine": programs.REFINE,
+               "bestofn": programs.BESTOFN, "dspy25": programs.DSPY25}
+TWEET_LIMIT = 280
 
-import peer_tasks  # noqa: E402
-
-from lmassert_magic import Constraint, activate_assertions  # noqa: E402
-from lmassert_magic.datasets import load_study  # noqa: E402
-from lmassert_magic.engine.runtime import tally_lm  # noqa: E402
-
-SYSTEMS = ["no assertions", "lmassert_magic (Infer w/ Assert)", "dspy.Refine (N=3)", "dspy.BestOfN (N=3)",
-           "DSPy 2.5.43 Suggest"]
-OURS = SYSTEMS[1]
+__all__ = ["Checkpoint", "load_examples", "main", "quality", "run_dspy3", "score_study"]
 
 
-# ---------------------------------------------------------------- programs (DSPy 3)
-
-
-class GenerateAnswer(dspy.Signature):
-    """Answer the question with a short phrase taken from the context."""
-
-    context: list[str] = dspy.InputField(desc="passages that may contain the answer")
-    question: str = dspy.InputField()
-    answer: str = dspy.OutputField(desc="a few words")
-
-
-class GenerateTweet(dspy.Signature):
-    """Write an engaging tweet that answers the question, faithful to the context."""
-
-    question: str = dspy.InputField()
-    context: list[str] = dspy.InputField()
-    answer: str = dspy.InputField()
-    tweet: str = dspy.OutputField()
-
-
-class GenerateChoices(dspy.Signature):
-    """Write four answer options for the quiz question: the correct answer and three plausible wrong ones. Return a JSON object like {"A": "...", "B": "...", "C": "...", "D": "..."}."""  # noqa: E501
-
-    question: str = dspy.InputField()
-    answer: str = dspy.InputField(desc="the correct answer")
-    choices: str = dspy.OutputField(desc="JSON object with keys A, B, C, D")
-
-
-class TweetPipeline(dspy.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.generate_answer = dspy.Predict(GenerateAnswer)
-        self.generate_tweet = dspy.Predict(GenerateTweet)
-
-    def forward(self, question: str, context: list[str]) -> dspy.Prediction:
-        answer = self.generate_answer(context=context, question=question).answer
-        tweet = self.generate_tweet(question=question, context=context, answer=answer).tweet
-        return dspy.Prediction(answer=answer, tweet=tweet)
-
-
-class QuizPipeline(dspy.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.generate_choices = dspy.Predict(GenerateChoices)
-
-    def forward(self, question: str, answer: str) -> dspy.Prediction:
-        return dspy.Prediction(choices=self.generate_choices(question=question, answer=answer).choices)
-
-
-PIPELINES = {"tweetgen": (TweetPipeline, GenerateTweet), "quizgen": (QuizPipeline, GenerateChoices)}
-INPUTS = {"tweetgen": ("question", "context"), "quizgen": ("question", "answer")}
-
-
-class _Judge(dspy.Signature):
-    """Answer the yes/no question about the text honestly."""
-
-    text: str = dspy.InputField()
-    question: str = dspy.InputField()
-    answer: bool = dspy.OutputField(desc="true for yes, false for no")
-
-
-def judge(question: str, /, **fields: Any) -> bool:
-    text = "\n".join(f"{k}: {v}" for k, v in fields.items())
-    return bool(dspy.Predict(_Judge)(text=text, question=question).answer)
-
-
-def constraints_for(study: str) -> list[Constraint]:
-    target = PIPELINES[study][1]
-    out = []
-    for name, (check, feedback) in peer_tasks.CHECKS[study].items():
-        out.append(Constraint(
-            name,
-            lambda check=check, **fields: bool(check(fields, judge)),
-            lambda feedback=feedback, **fields: feedback(fields),
-            target=target,
-        ))
-    return out
-
-
-def build(system: str, study: str) -> dspy.Module:
-    program = PIPELINES[study][0]()
-    if system == OURS:
-        return activate_assertions(program, max_backtracks=2, constraints=constraints_for(study))
-
-    def reward(args: dict, prediction: Any) -> float:
-        return peer_tasks.fraction_passed(study, {**args, **dict(prediction.items())}, judge)
-
-    if system == "dspy.Refine (N=3)":
-        return dspy.Refine(module=program, N=3, reward_fn=reward, threshold=1.0)
-    if system == "dspy.BestOfN (N=3)":
-        return dspy.BestOfN(module=program, N=3, reward_fn=reward, threshold=1.0)
-    return program
-
-
-# ---------------------------------------------------------------- running
-
-
-def load_examples(study: str, n: int) -> list[dict]:
-    data = load_study(study, limit=n)
-    retriever = data.retriever(k=3)
+def load_examples(study: str, n: int | None = None) -> list[dict[str, Any]]:
+    """Train then dev examples of the study (the first `n`), as plain dicts with stable ids."""
+    data = load_study(study)
+    retriever = data.retriever(k=CONTEXT_PASSAGES)
     rows = []
-    for ex in data.dev[:n]:
-        row = {"question": ex.question, "answer": ex.answer}
-        if study == "tweetgen":
-            row["context"] = retriever(ex.question)
-        else:
-            row["same_kind"] = data.answer_values.get(ex.answer_type, [])
-        rows.append(row)
-    return rows
+    for split, examples in (("train", data.train), ("dev", data.dev)):
+        for i, ex in enumerate(examples):
+            row = {"id": f"{split}-{i}", "question": ex.question, "answer": ex.answer}
+            if study == "tweetgen":
+                row["context"] = list(retriever(ex.question))
+            rows.append(row)
+    return rows[:n] if n else rows
 
 
-def run_in_process(system: str, study: str, examples: list[dict]) -> dict:
-    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)  # cold cache per system
-    program = build(system, study)
-    outputs, errors = [], 0
-    start = time.perf_counter()
-    with tally_lm() as tally:
-        for ex in examples:
-            try:
-                pred = program(**{k: ex[k] for k in INPUTS[study]})
-                outputs.append({k: v for k, v in pred.items()})
-            except Exception as exc:
-                errors += 1
-                outputs.append({"error": f"{type(exc).__name__}: {exc}"})
-    return {"outputs": outputs, "seconds": time.perf_counter() - start, "lm_calls": tally.calls,
-            "tokens": tally.tokens, "errors": errors}
+def quality(study: str, example: dict[str, Any], outputs: dict[str, Any] | None) -> int:
+    """The task metric, without an LM judge: TweetGen, the tweet states the gold answer in at most 280
+    characters; multi-hop QA, the answer matches the gold answer."""
+    if not outputs:
+        return 0
+    if study == "tweetgen":
+        tweet = str(outputs.get("tweet") or "")
+        return int(answer_in_text(example["answer"], tweet) and len(tweet) <= TWEET_LIMIT)
+    return int(answer_exact_match(dspy.Example(answer=example["answer"]), outputs))
 
 
-DSPY25_SCRIPT = textwrap.dedent(
-    r'''
-    import json, sys, time
-    sys.path.insert(0, sys.argv[1])
-    import dspy
-    import dspy.clients.lm as lm_module
-    from dspy.primitives.assertions import assert_transform_module, backtrack_handler
-    import peer_tasks
+def retriever_for(study: str) -> Callable[[str], list[str]] | None:
+    if study != "multihop":
+        return None
+    search = load_study(study, limit=0).retriever(k=programs.PASSAGES_PER_HOP)
+    return lambda query: list(search(query))
 
-    task = json.load(open(sys.argv[2]))
-    study, examples, url = task["study"], task["examples"], task["url"]
-    calls = {"n": 0, "tokens": 0}
-    real_completion = lm_module.litellm_completion
 
-    def counting_completion(request, num_retries, cache={"no-cache": True, "no-store": True}):
-        response = real_completion(request, num_retries, cache=cache)
-        calls["n"] += 1
-        calls["tokens"] += (getattr(response, "usage", None) or {}).get("total_tokens", 0) or 0
-        return response
+def run_dspy3(system: str, study: str, examples: list[dict], checkpoint: Checkpoint, *, seed: int = 0,
+              retrieve: Callable[[str], list[str]] | None = None, log: Callable[[str], None] = print) -> None:
+    """Run one DSPy 3 system, from a cold cache, on the examples the checkpoint lacks."""
+    done = checkpoint.done("run", study, system)
+    todo = [ex for ex in examples if ex["id"] not in done]
+    if not todo:
+        return
+    programs.cold_cache()
+    judge = programs.CountingJudge()
+    program = programs.build(system, study, judge, seed=seed, retrieve=retrieve)
+    progress = Progress(study, system, len(examples), len(examples) - len(todo))
+    for example in todo:
+        row = {"kind": "run", "study": study, "system": system, "id": example["id"],
+               **programs.run_example(program, study, example, judge)}
+        checkpoint.append(row)
+        log(progress.line(row))
 
-    lm_module.litellm_completion = counting_completion  # LRU misses = requests that reach the model
-    lm = dspy.LM("openai/smollm2", api_base=url, api_key="local", temperature=0.0, max_tokens=512)
-    dspy.settings.configure(lm=lm, adapter=dspy.JSONAdapter())
 
-    class Judge(dspy.Signature):
-        """Answer the yes/no question about the text honestly."""
-        text: str = dspy.InputField()
-        question: str = dspy.InputField()
-        answer: bool = dspy.OutputField(desc="true for yes, false for no")
+def score_study(study: str, examples: list[dict], checkpoint: Checkpoint, systems: list[str],
+                log: Callable[[str], None] = print) -> None:
+    """Verdicts of every constraint and the quality of each system's final outputs (outside the systems' counts)."""
+    from lmassert_magic import lm_judge
 
-    def judge(question, /, **fields):
-        text = "\n".join(f"{k}: {v}" for k, v in fields.items())
-        return bool(dspy.Predict(Judge)(text=text, question=question).answer)
+    by_id = {ex["id"]: ex for ex in examples}
+    for system in systems:
+        done = checkpoint.done("score", study, system)
+        runs = [r for r in checkpoint.rows("run", study, system) if r["id"] in by_id and r["id"] not in done]
+        for k, run in enumerate(runs, 1):
+            example, outputs = by_id[run["id"]], run.get("outputs")
+            if outputs:
+                fields = {**{key: example[key] for key in programs.INPUTS[study]}, **outputs}
+                verdicts = peer_tasks.final_verdicts(study, fields, lm_judge)
+            else:
+                verdicts = dict.fromkeys(peer_tasks.CHECKS[study], False)
+            checkpoint.append({"kind": "score", "study": study, "system": system, "id": run["id"],
+                               "verdicts": verdicts, "quality": quality(study, example, outputs)})
+            if k % 10 == 0 or k == len(runs):
+                log(f"{study} | scoring {system} | {k}/{len(runs)}")
 
-    class GenerateAnswer(dspy.Signature):
-        """Answer the question with a short phrase taken from the context."""
-        context: list[str] = dspy.InputField(desc="passages that may contain the answer")
-        question: str = dspy.InputField()
-        answer: str = dspy.OutputField(desc="a few words")
 
-    class GenerateTweet(dspy.Signature):
-        """Write an engaging tweet that answers the question, faithful to the context."""
-        question: str = dspy.InputField()
-        context: list[str] = dspy.InputField()
-        answer: str = dspy.InputField()
-        tweet: str = dspy.OutputField()
-
-    class GenerateChoices(dspy.Signature):
-        """Write four answer options for the quiz question: the correct answer and three plausible wrong ones. Return a JSON object like {"A": "...", "B": "...", "C": "...", "D": "..."}."""
-        question: str = dspy.InputField()
-        answer: str = dspy.InputField(desc="the correct answer")
-        choices: str = dspy.OutputField(desc="JSON object with keys A, B, C, D")
-
-    def suggest_all(fields, target):
-        for name, (check, feedback) in peer_tasks.CHECKS[study].items():
-            try:
-                ok = bool(check(fields, judge))
-            except Exception:
-                ok = False
-            dspy.Suggest(ok, feedback(fields), target_module=target)
-
-    class TweetPipeline(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.generate_answer = dspy.Predict(GenerateAnswer)
-            self.generate_tweet = dspy.Predict(GenerateTweet)
-        def forward(self, question, context):
-            answer = self.generate_answer(context=context, question=question).answer
-            tweet = self.generate_tweet(question=question, context=context, answer=answer).tweet
-            suggest_all({"question": question, "context": context, "answer": answer, "tweet": tweet},
-                        self.generate_tweet)
-            return dspy.Prediction(answer=answer, tweet=tweet)
-
-    class QuizPipeline(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.generate_choices = dspy.Predict(GenerateChoices)
-        def forward(self, question, answer):
-            choices = self.generate_choices(question=question, answer=answer).choices
-            suggest_all({"question": question, "answer": answer, "choices": choices}, self.generate_choices)
-            return dspy.Prediction(choices=choices)
-
-    pipeline = TweetPipeline() if study == "tweetgen" else QuizPipeline()
-    program = assert_transform_module(pipeline.map_named_predictors(dspy.Retry), backtrack_handler)
-    inputs = ("question", "context") if study == "tweetgen" else ("question", "answer")
-    outputs, errors = [], 0
-    start = time.perf_counter()
-    for ex in examples:
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in ("dspy", "lmassert_magic", "xllamacpp", "litellm"):
         try:
-            pred = program(**{k: ex[k] for k in inputs})
-            outputs.append({k: v for k, v in pred.items()})
-        except Exception as exc:
-            errors += 1
-            outputs.append({"error": f"{type(exc).__name__}: {exc}"})
-    print(json.dumps({"outputs": outputs, "seconds": time.perf_counter() - start,
-                      "lm_calls": calls["n"], "tokens": calls["tokens"], "errors": errors}))
-    '''
-)
-
-
-def ensure_dspy25() -> Path:
-    python = HERE / "_venv25" / "bin" / "python"
-    if not python.exists():
-        print("creating bench/_venv25 with dspy==2.5.43 (about 2 minutes, once)...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(HERE / "_venv25")], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "dspy==2.5.43"], check=True)
-    return python
-
-
-def run_dspy25(study: str, examples: list[dict]) -> dict:
-    from lmassert_magic.lm import local_server_url
-
-    python = ensure_dspy25()
-    url = local_server_url()
-    with tempfile.TemporaryDirectory() as tmp:
-        task = Path(tmp) / "task.json"
-        task.write_text(json.dumps({"study": study, "examples": examples, "url": url}))
-        env = {**os.environ, "DSP_CACHEDIR": str(Path(tmp) / "cache"), "DSPY_CACHEDIR": str(Path(tmp) / "cache")}
-        out = subprocess.run([str(python), "-c", DSPY25_SCRIPT, str(HERE), str(task)],
-                             capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"DSPy 2.5.43 run failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def measure(study: str, examples: list[dict], run: dict) -> dict:
-    """Pass rate per constraint and the metric, on final outputs, with the shared checks and judge."""
-    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
-    metric_name, metric = peer_tasks.METRICS[study]
-    passes = {name: 0 for name in peer_tasks.CHECKS[study]}
-    score = 0.0
-    for ex, out in zip(examples, run["outputs"]):
-        if "error" in out:
+            found[name] = version(name)
+        except PackageNotFoundError:
             continue
-        fields = {**{k: ex[k] for k in INPUTS[study]}, **out}
-        for name, (check, _) in peer_tasks.CHECKS[study].items():
-            try:
-                passes[name] += bool(check(fields, judge))
-            except Exception:
-                pass
-        score += metric(ex, out)
-    n = len(examples)
-    return {
-        "pass": {k: 100 * v / n for k, v in passes.items()},
-        "all_pass": 100 * sum(passes.values()) / (n * len(passes)),
-        metric_name: 100 * score / n,
-        "calls/ex": run["lm_calls"] / n,
-        "tokens/ex": run["tokens"] / n,
-        "seconds": run["seconds"],
-        "errors": run["errors"],
-    }
+    return found
 
 
-def write_results(results: dict, n: int, path: Path, chart: Path) -> str:
-    lines = [
-        "# Peer benchmark: lmassert_magic vs dspy.Refine, dspy.BestOfN and DSPy 2.5.43 assertions",
-        "",
-        f"Embedded model SmolLM2-135M-Instruct (Q4_1, llama.cpp via xllamacpp, 2 CPU cores), {n} dev examples "
-        "per study, cold LM cache per system. Pass rates are on final outputs, checked afterwards with the "
-        "same checks and judge for every system. `python bench/peers.py` regenerates this file.",
-        "",
-    ]
-    for study, per_system in results.items():
-        metric_name = peer_tasks.METRICS[study][0]
-        names = list(peer_tasks.CHECKS[study])
-        lines += [f"## {study}", "", "| system | " + " | ".join(names) + f" | all constraints | {metric_name} | "
-                  "LM calls/ex | tokens/ex | seconds | errors |",
-                  "|---" * (len(names) + 7) + "|"]
-        for system, m in per_system.items():
-            cells = [f"{m['pass'][c]:.0f}" for c in names]
-            lines.append(f"| {system} | " + " | ".join(cells) + f" | {m['all_pass']:.1f} | {m[metric_name]:.1f} | "
-                         f"{m['calls/ex']:.2f} | {m['tokens/ex']:.0f} | {m['seconds']:.0f} | {m['errors']} |")
-        ours = per_system.get(OURS)
-        if ours:
-            lines += ["", "Ratios against lmassert_magic (other / ours):", ""]
-            for system, m in per_system.items():
-                if system == OURS:
-                    continue
-                r_calls = m["calls/ex"] / ours["calls/ex"] if ours["calls/ex"] else float("nan")
-                r_time = m["seconds"] / ours["seconds"] if ours["seconds"] else float("nan")
-                lines.append(f"* {system}: constraint pass {m['all_pass']:.1f} vs {ours['all_pass']:.1f}, "
-                             f"LM calls x{r_calls:.2f}, wall time x{r_time:.2f}")
-        lines.append("")
-    text = "\n".join(lines)
-    path.write_text(text + "\n", encoding="utf-8")
-    try:
-        import matplotlib
+def _config(checkpoint: Checkpoint, seed: int) -> dict[str, Any]:
+    config = checkpoint.first("config")
+    if config is None:
+        from lmassert_magic.lm import local_model_name
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        config = {"kind": "config", "seed": seed, "versions": versions(), "model": local_model_name()}
+        checkpoint.append(config)
+    elif config.get("seed") != seed:
+        raise SystemExit(f"{checkpoint.path} was made with seed {config.get('seed')}; pass --seed "
+                         f"{config.get('seed')} to resume it or --fresh to start over")
+    return config
 
-        fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
-        for ax, (study, per_system) in zip(axes[0], results.items()):
-            systems = list(per_system)
-            ax.bar(range(len(systems)), [per_system[s]["all_pass"] for s in systems], color="#4c72b0")
-            ax.set_xticks(range(len(systems)), [s.split(" (")[0] for s in systems], rotation=25, ha="right")
-            ax.set_ylabel("constraints passed (%)")
-            ax.set_title(study)
-            for i, s in enumerate(systems):
-                ax.text(i, per_system[s]["all_pass"] + 1, f"{per_system[s]['calls/ex']:.1f} calls", ha="center",
-                        fontsize=8)
-        fig.tight_layout()
-        fig.savefig(chart, dpi=110)
-    except ImportError:
+
+def write_outputs(checkpoint: Checkpoint, out_dir: Path) -> dict[str, Any]:
+    """peers.json, RESULTS.md and peers.png from the checkpoint's rows."""
+    config = checkpoint.first("config") or {}
+    found = dict(config.get("versions") or {})
+    for row in checkpoint.all_rows:
+        if row.get("kind") == "versions":
+            found.update({k: v for k, v in row.items() if k not in ("kind", "system")})
+    report = peer_report.build_report(checkpoint.all_rows, seed=config.get("seed", 0), versions=found,
+                                      model=config.get("model"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "peers.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (out_dir / "RESULTS.md").write_text(peer_report.results_markdown(report), encoding="utf-8")
+    if not peer_report.write_chart(report, out_dir / "peers.png"):
         print("matplotlib missing: no chart written")
-    return text
+    return report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=12, help="dev examples per study")
-    parser.add_argument("--studies", default="tweetgen,quizgen")
-    parser.add_argument("--skip-dspy25", action="store_true")
-    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
-    args = parser.parse_args()
+    parser.add_argument("--studies", default=",".join(peer_tasks.STUDIES))
+    parser.add_argument("--n", type=int, default=None, help="first N examples per study (default: all, 80)")
+    parser.add_argument("--systems", default=",".join(SYSTEM_KEYS), help="of: " + ", ".join(SYSTEM_KEYS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dspy25-venv", type=Path, default=None,
+                        help="venv with dspy==2.5.43 (default $LMASSERT_DSPY25_VENV or bench/_venv25, made if missing)")
+    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
+    parser.add_argument("--out-dir", type=Path, default=HERE)
+    parser.add_argument("--fresh", action="store_true", help="start over: drop the checkpoint")
+    parser.add_argument("--report-only", action="store_true", help="only regenerate the outputs from the checkpoint")
+    args = parser.parse_args(argv)
 
+    checkpoint = Checkpoint(args.checkpoint, fresh=args.fresh)
+    if not args.report_only:
+        run(args, checkpoint)
+    write_outputs(checkpoint, args.out_dir)
+    print(f"wrote {args.out_dir / 'peers.json'}, {args.out_dir / 'RESULTS.md'}, {args.out_dir / 'peers.png'}")
+
+
+def run(args: argparse.Namespace, checkpoint: Checkpoint) -> None:
     from lmassert_magic.lm import configure_lm
 
+    systems = [SYSTEM_KEYS[k.strip()] for k in args.systems.split(",") if k.strip()]
+    studies = [s.strip() for s in args.studies.split(",") if s.strip()]
+    unknown = [s for s in studies if s not in peer_tasks.STUDIES]
+    if unknown:
+        raise SystemExit(f"unknown studies {unknown}; the bench runs {', '.join(peer_tasks.STUDIES)}")
+    _config(checkpoint, args.seed)
+    python = ensure_venv(args.dspy25_venv) if programs.DSPY25 in systems else None
     configure_lm("local")
-    results: dict[str, dict] = {}
-    for study in [s.strip() for s in args.studies.split(",") if s.strip()]:
+    for study in studies:
         examples = load_examples(study, args.n)
-        results[study] = {}
-        for system in SYSTEMS:
-            if system == SYSTEMS[-1]:
-                if args.skip_dspy25:
-                    continue
-                run = run_dspy25(study, examples)
+        retrieve = retriever_for(study)
+        print(f"{study}: {len(examples)} examples, systems: {', '.join(systems)}", flush=True)
+        for system in systems:
+            if system == programs.DSPY25:
+                run_dspy25(study, examples, checkpoint, python=python, retrieve=retrieve, log=_log)
             else:
-                run = run_in_process(system, study, examples)
-            results[study][system] = measure(study, examples, run)
-            m = results[study][system]
-            print(f"{study:9s} {system:34s} pass {m['all_pass']:5.1f}%  calls/ex {m['calls/ex']:5.2f}  "
-                  f"tokens/ex {m['tokens/ex']:6.0f}  {m['seconds']:6.0f}s  errors {m['errors']}", flush=True)
-    print()
-    print(write_results(results, args.n, args.out, args.out.with_name("peers.png")))
+                run_dspy3(system, study, examples, checkpoint, seed=args.seed, retrieve=retrieve, log=_log)
+        score_study(study, examples, checkpoint, systems, log=_log)
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
