@@ -154,52 +154,34 @@ def _run_settings(
 ) -> None:
     for key in keys:
         with counting_truncations() as truncations:
-            setting = _run_setting(key, result, program, devset, metric, constraints, max_backtracks, num_threads,
-                                   notify, compile_for, run_config)
+            setting = SettingResult(key)
+            if key in (VANILLA, INFER_ASSERT):
+                base = program
+            else:
+                reused = key == C_INFER_ASSERT and COMPILE_ASSERT in result.settings
+                outcome, setting.compile_seconds = compile_for(key, key != COMPILE)
+                if not reused:  # a reused compile's cost stays with the setting that paid it
+                    setting.compile_lm_calls, setting.compile_tokens = outcome.lm_calls, outcome.tokens
+                setting.compile = outcome.summary(reused_from=COMPILE_ASSERT if reused else None)
+                base = outcome.program
+            mode = ENFORCE if key in (INFER_ASSERT, C_INFER_ASSERT) else OBSERVE
+            runnable = prepare_program(base, constraints, mode=mode, max_backtracks=max_backtracks, **run_config)
+            notify(ProgressEvent(key, "evaluate", 0, len(devset)))
+            evaluation = evaluate_program(
+                runnable, devset, metric, num_threads=num_threads,
+                on_example=lambda n, key=key: notify(ProgressEvent(key, "evaluate", n, len(devset))),
+            )
+            setting.examples, setting.lm_calls = evaluation.examples, evaluation.lm_calls
+            setting.tokens = evaluation.tokens
+            setting.eval_seconds, setting.observe_lm_calls = evaluation.seconds, evaluation.observe_lm_calls
+            setting.cache_hits, setting.prompt_tokens = evaluation.cache_hits, evaluation.prompt_tokens
+            setting.completion_tokens = evaluation.completion_tokens
+            setting.stray_predictor_calls = evaluation.stray_predictor_calls
+            result.settings[key] = setting
+            if key not in result.programs:
+                result.programs[key] = base
         setting.truncated_responses = truncations.count
         notify(ProgressEvent(key, "evaluate", len(devset), len(devset), finished=True))
-
-
-def _run_setting(
-    key: str,
-    result: AblationResult,
-    program: dspy.Module,
-    devset: Sequence[dspy.Example],
-    metric: Metric,
-    constraints: list[Constraint],
-    max_backtracks: int,
-    num_threads: int,
-    notify: Callable[[ProgressEvent], None],
-    compile_for: Callable[[str, bool], tuple[CompileOutcome, float]],
-    run_config: dict[str, Any],
-) -> SettingResult:
-    """Compile (when the setting needs it) and evaluate one setting."""
-    setting = SettingResult(key)
-    if key in (VANILLA, INFER_ASSERT):
-        base = program
-    else:
-        reused = key == C_INFER_ASSERT and COMPILE_ASSERT in result.settings
-        outcome, setting.compile_seconds = compile_for(key, key != COMPILE)
-        if not reused:  # a reused compile's cost stays with the setting that paid it
-            setting.compile_lm_calls, setting.compile_tokens = outcome.lm_calls, outcome.tokens
-        setting.compile = outcome.summary(reused_from=COMPILE_ASSERT if reused else None)
-        base = outcome.program
-    mode = ENFORCE if key in (INFER_ASSERT, C_INFER_ASSERT) else OBSERVE
-    runnable = prepare_program(base, constraints, mode=mode, max_backtracks=max_backtracks, **run_config)
-    notify(ProgressEvent(key, "evaluate", 0, len(devset)))
-    evaluation = evaluate_program(
-        runnable, devset, metric, num_threads=num_threads,
-        on_example=lambda n, key=key: notify(ProgressEvent(key, "evaluate", n, len(devset))),
-    )
-    setting.examples, setting.lm_calls, setting.tokens = evaluation.examples, evaluation.lm_calls, evaluation.tokens
-    setting.eval_seconds, setting.observe_lm_calls = evaluation.seconds, evaluation.observe_lm_calls
-    setting.cache_hits, setting.prompt_tokens = evaluation.cache_hits, evaluation.prompt_tokens
-    setting.completion_tokens = evaluation.completion_tokens
-    setting.stray_predictor_calls = evaluation.stray_predictor_calls
-    result.settings[key] = setting
-    if key not in result.programs:
-        result.programs[key] = base
-    return setting
 
 
 @contextlib.contextmanager
