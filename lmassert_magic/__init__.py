@@ -22,8 +22,11 @@ from .engine import (
     assert_transform_module,
     backtrack_handler,
     carry_run,
+    constraint_reward,
     deactivate_assertions,
+    gepa_metric,
     lm_judge,
+    refine_program,
 )
 from .engine.calibration import calibrate_judge
 
@@ -45,9 +48,12 @@ __all__ = [
     "calibrate_judge",
     "carry_run",
     "compat",
+    "constraint_reward",
     "deactivate_assertions",
+    "gepa_metric",
     "lm_judge",
     "load_ipython_extension",
+    "refine_program",
     "unload_ipython_extension",
 ]
 

@@ -6,6 +6,7 @@ the prompt carries feedback, demos or past outputs, so `respond(messages)` decid
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from dspy.lm15 import Message, Response, TextPart, Usage
 from dspy.utils import DummyLM
 
 Respond = Callable[[list[dict[str, Any]]], dict[str, Any]]
+#: What DSPy's JSONAdapter puts in its system message: such a prompt gets its answer as a JSON object.
+JSON_OUTPUT = "Outputs will be a JSON object"
 
 
 class _ScriptedEngine(DummyEngine):
@@ -25,7 +28,11 @@ class _ScriptedEngine(DummyEngine):
             time.sleep(owner.latency)
         with owner._lock:
             owner.prompts.append(messages)
-        output = owner._format_answer_fields(owner.respond(messages))
+        answer = owner.respond(messages)
+        if JSON_OUTPUT in str(messages[0].get("content", "")):  # a JSONAdapter prompt (GEPA's proposer uses one)
+            output = json.dumps(answer, default=str)
+        else:
+            output = owner._format_answer_fields(answer)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         completion_tokens = len(output.split())
         return Response(

@@ -36,8 +36,10 @@ from .errors import (
     DSPySuggestionError,
     TargetNotFoundError,
 )
+from .optimizers import refine_program
 from .records import ConstraintStats, Counterexample, RunLog, RunRecord
 from .retry import retry_signature, rollout_id
+from .signals import constraint_reward, gepa_metric
 from .targets import resolve_target
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "TargetNotFoundError",
     "activate_assertions",
     "carry_run",
+    "constraint_reward",
     "rollout_id",
     "stray_predictor_calls",
     "assert_transform_module",
@@ -71,8 +74,10 @@ __all__ = [
     "backtrack_handler",
     "constraints_of",
     "deactivate_assertions",
+    "gepa_metric",
     "is_activated",
     "lm_judge",
+    "refine_program",
     "resolve_target",
     "retry_signature",
     "run_asserted",
