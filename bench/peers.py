@@ -11,8 +11,9 @@ multi-hop QA, every example each has (train + dev: no system is compiled here).
 
 Each example's result is appended to bench/results/peers_checkpoint.jsonl as it finishes; a restart skips
 what is there (`--fresh` starts over). Then every final output is scored (constraint verdicts, the
-judge-free quality), and bench/peers.json, bench/RESULTS.md and bench/peers.png are generated from the
-checkpoint. Run one model process at a time on a small machine.
+judge-free quality), and bench/peers.json, bench/peers.png and the peers section of bench/RESULTS.md
+(between its markers; other benches' sections are kept) are generated from the checkpoint. Run one model
+process at a time on a small machine.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def versions() -> dict[str, str]:
 def _config(checkpoint: Checkpoint, seed: int) -> dict[str, Any]:
     config = checkpoint.first("config")
     if config is None:
-        from lmassert_magic.lm import local_model_name
+        from lmassert_magic.lm.local import local_model_name
 
         config = {"kind": "config", "seed": seed, "versions": versions(), "model": local_model_name()}
         checkpoint.append(config)
@@ -151,8 +152,10 @@ def write_outputs(checkpoint: Checkpoint, out_dir: Path) -> dict[str, Any]:
                                       model=config.get("model"))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "peers.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    (out_dir / "RESULTS.md").write_text(peer_report.results_markdown(report), encoding="utf-8")
-    if not peer_report.write_chart(report, out_dir / "peers.png"):
+    results = out_dir / "RESULTS.md"
+    old = results.read_text(encoding="utf-8") if results.exists() else ""
+    results.write_text(peer_report.replace_section(old, peer_report.results_markdown(report)), encoding="utf-8")
+    if report["studies"] and not peer_report.write_chart(report, out_dir / "peers.png"):
         print("matplotlib missing: no chart written")
     return report
 
@@ -174,8 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = Checkpoint(args.checkpoint, fresh=args.fresh)
     if not args.report_only:
         run(args, checkpoint)
-    write_outputs(checkpoint, args.out_dir)
-    print(f"wrote {args.out_dir / 'peers.json'}, {args.out_dir / 'RESULTS.md'}, {args.out_dir / 'peers.png'}")
+    report = write_outputs(checkpoint, args.out_dir)
+    names = ["peers.json", "RESULTS.md", *(["peers.png"] if report["studies"] else [])]
+    print("wrote " + ", ".join(str(args.out_dir / name) for name in names))
 
 
 def run(args: argparse.Namespace, checkpoint: Checkpoint) -> None:

@@ -337,6 +337,16 @@ def test_report_only_writes_json_markdown_and_chart_from_the_checkpoint(tmp_path
     assert (tmp_path / "peers.png").stat().st_size > 0
 
 
+def test_results_md_keeps_other_benches_sections_and_drops_the_old_hand_written_report():
+    other = "<!-- optimizers:begin -->\n## GEPA vs Bootstrap\nnumbers\n<!-- optimizers:end -->"
+    old = "# Peer benchmark\n\n## Reading these numbers\n\nHand-written prose.\n\n" + other + "\n"
+    section = peer_report.results_markdown(report_of(synthetic_rows("tweetgen", TABLE, n=8)))
+    text = peer_report.replace_section(old, section)
+    assert "Hand-written prose" not in text and other in text and section in text
+    again = peer_report.replace_section(text, section.replace("n = 8", "n = 9"))
+    assert again.count(peer_report.BEGIN) == 1 and "n = 9" in again and other in again
+
+
 def test_quality_needs_no_judge():
     assert peers.quality("tweetgen", {"answer": ANSWER}, {"tweet": f"It is {ANSWER}."}) == 1
     assert peers.quality("tweetgen", {"answer": ANSWER}, {"tweet": f"It is {ANSWER}." + "x" * 280}) == 0
