@@ -28,7 +28,7 @@ is itself a ``dspy.Module`` becomes a sub-module, so its predictors are part of 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +137,35 @@ class Pipeline(dspy.Module):
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
         """Run the steps in order over one flow of fields; returns the fields the steps produced."""
+        steps = self._steps(inputs)
+        value: Any = None
+        while True:
+            try:
+                func, kwargs = steps.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value = func(**kwargs)
+
+    async def aforward(self, **inputs: Any) -> dspy.Prediction:
+        """`forward` for `await pipeline.acall(...)`: the same steps, predictors and modules awaited through
+        their `acall`, async callables awaited, plain callables called."""
+        steps = self._steps(inputs)
+        value: Any = None
+        while True:
+            try:
+                func, kwargs = steps.send(value)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(func, dspy.Module) and callable(getattr(func, "aforward", None)):
+                value = await func.acall(**kwargs)
+            else:
+                value = func(**kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+
+    def _steps(self, inputs: dict[str, Any]) -> Generator[tuple[Any, dict[str, Any]], Any, dspy.Prediction]:
+        """The wiring, written once for both calling paths: yields (callable, keyword arguments) per step and
+        gets its result back; returns the fields produced."""
         flow = dict(inputs)
         produced: dict[str, Any] = {}
         for index, step in enumerate(self.steps):
@@ -149,12 +178,12 @@ class Pipeline(dspy.Module):
                         f"step {step.name} needs input field(s) {', '.join(missing)}; the pipeline has "
                         f"{', '.join(sorted(flow)) or 'none'} at that point"
                     )
-                prediction = getattr(self, step.name)(**{f: flow[f] for f in wanted})
+                prediction = yield getattr(self, step.name), {f: flow[f] for f in wanted}
                 new = {k: v for k, v in prediction.items() if not k.startswith("_")}
             else:
                 func = getattr(self, step.name) if step.kind == MODULE else step.func
                 assert func is not None
-                value = func(**call_kwargs(func, flow, step.name))
+                value = yield func, call_kwargs(func, flow, step.name)
                 new = self._result_fields(index, step, value, flow)
             flow.update(new)
             produced.update(new)

@@ -278,3 +278,23 @@ def test_an_activated_module_step_gets_only_the_arguments_its_forward_takes():
     assert out.answer == "yes"
     records = step._lmassert_config.log.records
     assert len(records) == 1 and records[0].constraints["short"].passed_final == 1
+
+
+def test_awaited_pipeline_runs_the_same_steps_with_async_calls():
+    """`await pipeline.acall(...)` (the async evaluation, `%%compile --async`) gives what a sync call gives;
+    predictors are awaited, an async callable is awaited, a plain one is called, a module's `acall` awaited."""
+    import asyncio
+
+    async def shout(tweet):
+        return {"loud": tweet.upper()}
+
+    inner = dspy.Predict(Answer)
+    program = Pipeline([Step.call("retrieve", retrieve), Step.predict("Tweet", Tweet), Step.call("shout", shout),
+                        Step.call("inner", inner)])
+    answers = [{"tweet": "hello"}, {"answer": "yes"}]
+    with dspy.context(lm=DummyLM(list(answers))):
+        out = asyncio.run(program.acall(question="cats"))
+    assert (out.tweet, out.context, out.loud, out.answer) == ("hello", ["fact about cats"], "HELLO", "yes")
+    with pytest.raises(PipelineError, match="returned None"):
+        asyncio.run(Pipeline([Step.call("nothing", lambda question: None),
+                              Step.predict("Tweet", Tweet)]).acall(question="q"))

@@ -8,10 +8,11 @@ call by a DSPy callback. Declared constraints are attached to the predictors the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import types
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import dspy
@@ -40,7 +41,8 @@ logger = logging.getLogger("lmassert_magic")
 
 
 class _GuardMixin:
-    """Routes a predictor's calls through the active run; a plain predictor otherwise."""
+    """Routes a predictor's calls (`forward`, and `aforward` behind `acall`) through the active run; a plain
+    predictor otherwise."""
 
     def forward(self, **kwargs: Any) -> Any:
         scope = active_scope() if not inside_check.get() else None
@@ -49,6 +51,14 @@ class _GuardMixin:
             note_stray_call()
             return parent(**kwargs)
         return scope.predictor_call(self, kwargs, parent)
+
+    async def aforward(self, **kwargs: Any) -> Any:
+        scope = active_scope() if not inside_check.get() else None
+        parent = super().aforward  # type: ignore[misc]
+        if scope is None:
+            note_stray_call()
+            return await parent(**kwargs)
+        return await scope.apredictor_call(self, kwargs, parent)
 
 
 _guard_classes: dict[type, type] = {}
@@ -160,6 +170,20 @@ class _AssertedMixin:
         return run_asserted(lambda: parent(*args, **kwargs), config)
 
 
+def _asserted_aforward(cls: type) -> Callable[..., Any]:
+    """`cls.aforward` run as an asserted run (what `await program.acall(...)` calls), signature kept."""
+    original = cls.aforward
+
+    @functools.wraps(original)
+    async def aforward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        config = self.__dict__.get("_lmassert_config")
+        if config is None or active_scope() is not None:  # inactive, or nested in an outer run
+            return await original(self, *args, **kwargs)
+        return await arun_asserted(lambda: original(self, *args, **kwargs), config)
+
+    return aforward
+
+
 def _asserted_forward(cls: type) -> Callable[..., Any]:
     """`cls.forward` run as an asserted run, with its own signature (pipelines read it to pass arguments)."""
     original = cls.forward
@@ -182,7 +206,12 @@ def _asserted_class(cls: type) -> type:
         return cls
     asserted = _asserted_classes.get(cls)
     if asserted is None:
-        asserted = _twin(cls, _AssertedMixin, "Asserted", {"forward": _asserted_forward(cls)})
+        namespace = {}  # a program gets only the methods it has (DSPy 3 programs may be async only)
+        if callable(getattr(cls, "forward", None)):
+            namespace["forward"] = _asserted_forward(cls)
+        if callable(getattr(cls, "aforward", None)):
+            namespace["aforward"] = _asserted_aforward(cls)
+        asserted = _twin(cls, _AssertedMixin, "Asserted", namespace)
         _asserted_classes[cls] = asserted
     return asserted
 
@@ -196,6 +225,23 @@ def _base_class(cls: type) -> type:
 
 def run_asserted(fn: Callable[[], Any], config: RunConfig) -> Any:
     """Run `fn` as one asserted run; its RunRecord goes to `config.log` and any active collectors."""
+    with _asserted_run(config) as state:
+        result = state.run(fn)
+        _attach_record(result, state.record)
+        return result
+
+
+async def arun_asserted(afn: Callable[[], Awaitable[Any]], config: RunConfig) -> Any:
+    """`run_asserted` for async code: `afn()` is awaited, once per pass; the run is this task's alone."""
+    with _asserted_run(config) as state:
+        result = await state.arun(afn)
+        _attach_record(result, state.record)
+        return result
+
+
+@contextlib.contextmanager
+def _asserted_run(config: RunConfig) -> Iterator[RunState]:
+    """The run's state, its context (usage counting, adopting predictors) and its record, for either path."""
     state = RunState(config)
     token = current_scope.set(state)
     run_started()
@@ -207,9 +253,7 @@ def run_asserted(fn: Callable[[], Any], config: RunConfig) -> Any:
         if config.adopt_forward_predictors is not False:
             extra["callbacks"] = [*list(dspy.settings.get("callbacks") or []), _ADOPT]
         with dspy.context(usage_tracker=usage, **extra, **{RUN_STATE_KEY: state}):
-            result = state.run(fn)
-        _attach_record(result, state.record)
-        return result
+            yield state
     except BaseException as exc:
         error = exc
         if isinstance(exc, Exception):

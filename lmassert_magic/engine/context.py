@@ -7,6 +7,7 @@ there; this module only needs its `root.branch_for_thread` / `root.new_branch` /
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import threading
@@ -103,20 +104,34 @@ def run_ended() -> None:
         _active_runs -= 1
 
 
+def here() -> tuple[int, Any]:
+    """Who is running: this thread, and its asyncio task if one runs (tasks of one loop share a thread)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop runs on this thread
+        task = None
+    return threading.get_ident(), task
+
+
 def active_scope() -> Scope | None:
-    """The scope of the run this thread works for, if any.
+    """The scope of the run this thread (or asyncio task) works for, if any.
 
     In DSPy's worker threads the run arrives through `dspy.settings` (DSPy copies its context into
-    each task); each worker thread gets one branch per pass of the run.
+    each task); each worker thread gets one branch per pass of the run. Context variables also reach
+    asyncio tasks started inside `aforward` (`asyncio.gather`) and threads started with a copy of the
+    context: those are not the run's own thread and task, so each gets a branch too.
     """
     scope = current_scope.get()
     if scope is not None:
-        return scope
-    overrides = thread_local_overrides.get()
-    root = overrides.get(RUN_STATE_KEY)
-    if root is None:
-        return None
-    return root.branch_for_thread(overrides.get(PASS_KEY))
+        owner = scope.owner
+        if owner is None or owner == here():
+            return scope
+        root = scope.root
+    else:
+        root = thread_local_overrides.get().get(RUN_STATE_KEY)
+        if root is None:
+            return None
+    return root.branch_for_thread(thread_local_overrides.get().get(PASS_KEY))
 
 
 def _count_judge_call() -> None:

@@ -56,11 +56,14 @@ def sendable(value: Any) -> Any:
     return value
 
 
-def send_retry(
-    predictor: Any, name: str, inputs: dict[str, Any], kwargs: dict[str, Any], plan: RetryPlan,
-    call: Callable[..., Any], *, seed: int, retry_temperature: float | None,
-) -> tuple[Any, dict[str, Any]]:
-    """Call the step again with the retry signature; returns the prediction and the inputs it was given."""
+def retry_request(
+    predictor: Any, name: str, inputs: dict[str, Any], kwargs: dict[str, Any], plan: RetryPlan, *, seed: int,
+    retry_temperature: float | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The keyword arguments of a retry call (retry signature, config, inputs) and the inputs it is traced with.
+
+    Built apart from the call so that a sync and an async call of the step send the same retry.
+    """
     signature = retry_signature(predictor.signature)
     extra = {f"past_{k}": sendable(v) for k, v in plan.past.items()}
     extra["feedback"] = sendable("\n".join(plan.feedback))
@@ -74,5 +77,14 @@ def send_retry(
     if (not temperature or temperature <= 0) and retry_temperature is not None:
         config["temperature"] = retry_temperature
     call_kwargs = {**kwargs, **extra}
-    prediction = call(signature=signature, config=config, **call_kwargs)
-    return prediction, call_kwargs
+    return {"signature": signature, "config": config, **call_kwargs}, call_kwargs
+
+
+def send_retry(
+    predictor: Any, name: str, inputs: dict[str, Any], kwargs: dict[str, Any], plan: RetryPlan,
+    call: Callable[..., Any], *, seed: int, retry_temperature: float | None,
+) -> tuple[Any, dict[str, Any]]:
+    """Call the step again with the retry signature; returns the prediction and the inputs it was given."""
+    request, call_kwargs = retry_request(predictor, name, inputs, kwargs, plan, seed=seed,
+                                         retry_temperature=retry_temperature)
+    return call(**request), call_kwargs

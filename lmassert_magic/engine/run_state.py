@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -18,11 +18,12 @@ import dspy
 from dspy.dsp.utils.settings import thread_local_overrides
 
 from .constraints import Constraint
-from .context import OBSERVE, PASS_KEY, RUN_STATE_KEY, SHARED, RunConfig, current_attempt, inside_check
+from .context import OBSERVE, PASS_KEY, RUN_STATE_KEY, SHARED, RunConfig, current_attempt, here, inside_check
 from .errors import ConstraintError, DSPyAssertionError, DSPySuggestionError
 from .records import Attempt, ConstraintStats, Counterexample, RunRecord
-from .retry import RetryPlan, send_retry
+from .retry import RetryPlan, retry_request
 from .scopes import Backtrack, Branch, CallRecord, Scope, same_step
+from .streaming import Notice, aannounce, announce
 from .tally import usage_numbers
 from .targets import predictor_label
 
@@ -67,7 +68,8 @@ class RunState(Scope):
         self.live: set[tuple] = set()
         self.occurrence: Counter[str] = Counter()
         self.branch_occurrence: Counter[tuple] = Counter()
-        self.branches: dict[int, Branch] = {}
+        self.branches: dict[tuple, Branch] = {}
+        self.owner = here()  # the thread and task that run `forward`; others get branches (`context.active_scope`)
         self.attempt_counts: Counter[tuple] = Counter()  # step -> LM calls it made in this run
         self.open_attempts: dict[int, tuple[float, Any]] = {}  # seq -> (start time, context token)
         self.attempt_uncached: Counter[int] = Counter()  # seq -> calls the LM (not the cache) answered
@@ -81,11 +83,30 @@ class RunState(Scope):
             try:
                 return fn()
             except Backtrack as bt:
-                if trace is not None:
-                    del trace[mark:]
-                with self.lock:
-                    self.replay = self.calls[: bt.index] if bt.index is not None else list(self.calls)
-                    self.branch_replay = dict(self.branch_calls)
+                if self._rewind(bt, trace, mark) is not None:
+                    announce(bt.notice)
+
+    async def arun(self, afn: Callable[[], Awaitable[Any]]) -> Any:
+        """`run` for `aforward`. Each pass runs in a context of its own, so that tasks it starts know their pass."""
+        trace = dspy.settings.trace
+        mark = len(trace) if trace is not None else 0
+        while True:
+            self._begin_pass()
+            try:
+                with dspy.context(**{PASS_KEY: self.pass_id}):
+                    return await afn()
+            except Backtrack as bt:
+                if self._rewind(bt, trace, mark) is not None:
+                    await aannounce(bt.notice)
+
+    def _rewind(self, bt: Backtrack, trace: list | None, mark: int) -> Notice | None:
+        """Undo an abandoned pass: its trace entries go, its accepted calls are kept for replay."""
+        if trace is not None:
+            del trace[mark:]
+        with self.lock:
+            self.replay = self.calls[: bt.index] if bt.index is not None else list(self.calls)
+            self.branch_replay = dict(self.branch_calls)
+        return bt.notice
 
     def _begin_pass(self) -> None:
         with self.lock:
@@ -102,11 +123,10 @@ class RunState(Scope):
             overrides[PASS_KEY] = self.pass_id
 
     def branch_for_thread(self, pass_id: int | None) -> Branch:
-        """This worker thread's branch in the pass its task was handed out in (tasks of a thread run in turn).
-
-        A task handed out in an abandoned pass gets a stale branch, which stops at its next step.
+        """This worker thread's (or asyncio task's) branch in the pass its task was handed out in (tasks of a
+        thread run in turn). A task handed out in an abandoned pass gets a stale branch, which stops at its next step.
         """
-        ident = threading.get_ident()
+        ident = here()
         with self.lock:
             if pass_id is not None and pass_id != self.pass_id:
                 return self.new_branch(pass_id)
@@ -133,8 +153,8 @@ class RunState(Scope):
             self.replay = []  # diverged: nothing further can be replayed
         return None
 
-    def _backtrack(self, index: int, call: CallRecord) -> NoReturn:
-        raise Backtrack(index)
+    def _backtrack(self, index: int, call: CallRecord, notice: Notice) -> NoReturn:
+        raise Backtrack(index, notice)
 
     # -- shared bookkeeping (also used by branches, hence the lock) ----------------------------------
     def name_of(self, predictor: Any) -> str:
@@ -324,12 +344,11 @@ class RunState(Scope):
             stats = self.record.constraints.setdefault(name, ConstraintStats(name, hard))
             stats.errors += 1
 
-    def retry(
+    def retry_request(
         self, predictor: Any, name: str, inputs: dict[str, Any], kwargs: dict[str, Any], plan: RetryPlan,
-        call: Callable[..., Any],
-    ) -> tuple[Any, dict[str, Any]]:
-        return send_retry(predictor, name, inputs, kwargs, plan, call, seed=self.config.seed,
-                          retry_temperature=self.config.retry_temperature)
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        return retry_request(predictor, name, inputs, kwargs, plan, seed=self.config.seed,
+                             retry_temperature=self.config.retry_temperature)
 
     def give_up(
         self, failing: Sequence[Constraint], messages: Sequence[str], predictor: Any, name: str,

@@ -24,13 +24,21 @@ One call of an activated program is one *run*, with DSPy 2.5's semantics:
   called with the same inputs instead of sampling it again. Predictors called inside a declared
   constraint's check (LM judges) are not steps.
 
-State lives in context variables (no global lock): any number of threads run asserted programs
-at once. A guarded predictor behaves like a plain `dspy.Predict` when no run is active.
+* Async programs run the same way: `await program.acall(...)` runs `aforward` as one run, a guarded
+  predictor's `acall` is checked and retried like its sync call, and asyncio tasks started inside
+  `aforward` are branches. Under `dspy.streamify` each retry sends a `streaming.RetryStatus`, and field
+  listeners of the retried step start over.
+
+State lives in context variables (no global lock): any number of threads, or asyncio tasks of one
+event loop, run asserted programs at once. A guarded predictor behaves like a plain `dspy.Predict`
+when no run is active.
 
 Where each part lives (this module only re-exports their public names):
 
 * `context`: `RunConfig`, modes and budgets, which run a thread works for, `carry_run`.
-* `activation`: guarding predictors, attaching constraints, `activate_assertions`, `run_asserted`.
+* `activation`: guarding predictors, attaching constraints, `activate_assertions`, `run_asserted`
+  (and `arun_asserted`).
+* `streaming`: what a retry tells a `dspy.streamify` stream, and listeners that follow retries.
 * `scopes`: a thread's ordered calls of a run, replay, declared and inline checks.
 * `run_state`: one run's budget, feedback, verdicts and record.
 * `retry`: the retry signature and rollouts; `targets`: what a constraint's target names.

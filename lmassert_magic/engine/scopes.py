@@ -1,8 +1,10 @@
-"""The scopes of a run: the ordered predictor calls of one thread, replayed, checked and retried.
+"""The scopes of a run: the ordered predictor calls of one thread (or asyncio task), replayed, checked and retried.
 
-The run itself is the main scope (`run_state.RunState`); each DSPy worker task, or `carry_run`
-call, is a `Branch`. A failing declared constraint retries its step in place; a failing inline
-`Assert`/`Suggest` raises `Backtrack`, which unwinds `forward` so the run can replay it.
+The run itself is the main scope (`run_state.RunState`); each DSPy worker task, asyncio task started
+inside `aforward`, or `carry_run` call, is a `Branch`. A failing declared constraint retries its step
+in place; a failing inline `Assert`/`Suggest` raises `Backtrack`, which unwinds `forward` so the run
+can replay it. A checked call's logic is one generator (`Steps`) driven by `drive` (sync `forward`) or
+`adrive` (`aforward`), so both calling paths retry, count and record exactly alike.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -20,6 +22,7 @@ from .constraints import Constraint
 from .context import OBSERVE, OFF
 from .errors import DSPyAssertionError, DSPySuggestionError, TargetNotFoundError
 from .retry import RetryPlan
+from .streaming import Notice, aannounce, announce, retry_status
 from .targets import describe_target, matches_target
 
 if TYPE_CHECKING:
@@ -105,9 +108,53 @@ class Backtrack(BaseException):
     `index` is how many main-scope calls replay; None means the pass was abandoned by another thread.
     """
 
-    def __init__(self, index: int | None) -> None:
+    def __init__(self, index: int | None, notice: Notice | None = None) -> None:
         super().__init__(index)
         self.index = index
+        self.notice = notice  # what the run tells a stream before the next pass
+
+
+#: A checked predictor call's logic, written once for both calling paths: it yields the keyword arguments of
+#: each LM call it needs (and gets the prediction back) or a `Notice` for the stream, and returns the prediction.
+Steps = Generator[Any, Any, Any]
+
+
+def drive(steps: Steps, call: Callable[..., Any]) -> Any:
+    """Run `steps`, making each predictor call it asks for with `call` (the predictor's own `forward`)."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            request = steps.send(reply) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        reply, error = None, None
+        if isinstance(request, Notice):
+            announce(request)
+            continue
+        try:
+            reply = call(**request)
+        except BaseException as exc:  # handed to the steps, which count it and close their attempt
+            error = exc
+
+
+async def adrive(steps: Steps, acall: Callable[..., Any]) -> Any:
+    """`drive` for `aforward`: the same steps, each predictor call awaited, so the event loop never blocks."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            request = steps.send(reply) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        reply, error = None, None
+        if isinstance(request, Notice):
+            await aannounce(request)
+            continue
+        try:
+            reply = await acall(**request)
+        except BaseException as exc:
+            error = exc
 
 
 class Scope:
@@ -120,9 +167,18 @@ class Scope:
     root: RunState
     calls: list[CallRecord]
     occurrence: Counter
+    owner: tuple | None = None  # the run's own thread and task (set on the run itself; branches have none)
 
     # -- predictor calls --------------------------------------------------------------------
     def predictor_call(self, predictor: Any, kwargs: dict[str, Any], call: Callable[..., Any]) -> Any:
+        """One call of a guarded predictor's `forward` in this scope: replayed, or made, checked and retried."""
+        return drive(self._call_steps(predictor, kwargs), call)
+
+    async def apredictor_call(self, predictor: Any, kwargs: dict[str, Any], acall: Callable[..., Any]) -> Any:
+        """The same for `aforward`: identical steps, with the LM calls awaited (`drive` says how)."""
+        return await adrive(self._call_steps(predictor, kwargs), acall)
+
+    def _call_steps(self, predictor: Any, kwargs: dict[str, Any]) -> Steps:
         root = self.root
         self._ensure_current()
         name = root.name_of(predictor)
@@ -146,9 +202,10 @@ class Scope:
         try:
             try:
                 if plan is None:
-                    prediction, trace_inputs = call(**kwargs), kwargs
+                    prediction, trace_inputs = (yield kwargs), kwargs
                 else:
-                    prediction, trace_inputs = root.retry(predictor, name, inputs, kwargs, plan, call)
+                    request, trace_inputs = root.retry_request(predictor, name, inputs, kwargs, plan)
+                    prediction = yield request
             except Exception as exc:
                 root.count_failed_call()
                 root.end_attempt(record.attempt, exc)
@@ -161,8 +218,8 @@ class Scope:
             constraints = getattr(predictor, "_lmassert_constraints", ()) if root.config.mode != OFF else ()
             if constraints:
                 attempt = plan.attempt if plan else 0
-                prediction, trace_inputs = self._check_declared(record, kwargs, prediction, trace_inputs,
-                                                                constraints, call, attempt)
+                prediction, trace_inputs = yield from self._check_declared(record, kwargs, prediction, trace_inputs,
+                                                                           constraints, attempt)
         finally:
             root.end_attempt(record.attempt)
         record.prediction, record.trace_inputs = prediction, dict(trace_inputs)
@@ -176,9 +233,8 @@ class Scope:
         prediction: Any,
         trace_inputs: dict[str, Any],
         constraints: Sequence[Constraint],
-        call: Callable[..., Any],
         attempt: int,
-    ) -> tuple[Any, dict[str, Any]]:
+    ) -> Generator[Any, Any, tuple[Any, dict[str, Any]]]:
         root = self.root
         predictor, key = record.predictor, record.key
         record.checks = tuple((c.name, key) for c in constraints)
@@ -203,12 +259,14 @@ class Scope:
             attempt += 1
             if not drop_trace_entry(predictor, prediction):  # the trace keeps only the accepted attempt
                 root.warn(f"a rejected attempt of {record.name} was not found in the trace to remove")
+            yield Notice(retry_status(record.name, [c.name for c in failing], attempt + 1, outputs), (predictor,))
             root.count_call()
             plan = RetryPlan(feedback, outputs, attempt)
             root.end_attempt(record.attempt)
             record.attempt = root.begin_attempt(key, record.name, record.inputs, plan)
+            request, trace_inputs = root.retry_request(predictor, record.name, record.inputs, dict(kwargs), plan)
             try:
-                prediction, trace_inputs = root.retry(predictor, record.name, record.inputs, dict(kwargs), plan, call)
+                prediction = yield request
             except Exception as exc:
                 root.end_attempt(record.attempt, exc)
                 raise
@@ -241,7 +299,8 @@ class Scope:
             feedback = root.add_feedback(call.key, [text])
             root.set_plan(call.key, RetryPlan(feedback, outputs, root.attempts_of(call.key) + 1))
             root.add_counterexample(name, hard, check_key, call, outputs, text)
-            self._backtrack(index, call)
+            self._backtrack(index, call, Notice(retry_status(call.name, [name], root.attempts_of(call.key) + 1,
+                                                             outputs)))
         attempts = 1 + (root.attempts_of(call.key) if call else 0)
         where = call.name if call else None
         module = call.predictor if call else None
@@ -284,7 +343,7 @@ class Scope:
     def _accept(self, record: CallRecord) -> None:
         self.calls.append(record)
 
-    def _backtrack(self, index: int, call: CallRecord) -> NoReturn:
+    def _backtrack(self, index: int, call: CallRecord, notice: Notice) -> NoReturn:
         raise NotImplementedError
 
 class Branch(Scope):
@@ -334,5 +393,5 @@ class Branch(Scope):
         with self.root.lock:
             self.root.branch_calls[record.key] = record
 
-    def _backtrack(self, index: int, call: CallRecord) -> NoReturn:
-        raise Backtrack(call.main_index)
+    def _backtrack(self, index: int, call: CallRecord, notice: Notice) -> NoReturn:
+        raise Backtrack(call.main_index, notice)

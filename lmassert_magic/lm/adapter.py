@@ -19,9 +19,12 @@ import textwrap
 from functools import lru_cache
 from typing import Annotated, Any, Literal, get_args, get_origin
 
+import dspy
 import pydantic
 from dspy.adapters.chat_adapter import ChatAdapter
 from dspy.adapters.json_adapter import JSONAdapter
+
+from ..engine.streaming import follow_listeners
 
 __all__ = ["AutoAdapter", "SchemaJSONAdapter", "output_json_schema", "response_format_for", "wants_json_schema"]
 
@@ -212,6 +215,9 @@ class SchemaJSONAdapter(JSONAdapter):
         return "\n\n".join(lines).strip()
 
 
+_PLAIN_CHAT, _PLAIN_JSON = ChatAdapter(), JSONAdapter()  # what DSPy's stream listeners know by name
+
+
 class AutoAdapter(ChatAdapter):
     """ChatAdapter for every LM, except LMs that ask for a JSON schema, which get :class:`SchemaJSONAdapter`.
 
@@ -223,6 +229,13 @@ class AutoAdapter(ChatAdapter):
         super().__init__(*args, **kwargs)
         self.json_adapter = SchemaJSONAdapter(callbacks=self.callbacks)
 
+    def _tell_stream_listeners(self, lm: Any) -> None:
+        """DSPy's field listeners know adapters by class name; those of the streamed step learn which one this
+        call speaks as (JSON for a schema-constrained LM, Chat otherwise), so `dspy.streamify` works with it."""
+        predict = dspy.settings.caller_predict
+        if predict is not None and dspy.settings.send_stream is not None:
+            follow_listeners(predict, _PLAIN_JSON if wants_json_schema(lm) else _PLAIN_CHAT)
+
     def __call__(
         self,
         lm: Any,
@@ -231,6 +244,7 @@ class AutoAdapter(ChatAdapter):
         demos: list[dict[str, Any]],
         inputs: dict[str, Any],
     ) -> list[dict[str, Any]]:
+        self._tell_stream_listeners(lm)
         if wants_json_schema(lm):
             return self.json_adapter(lm, lm_kwargs, signature, demos, inputs)
         return super().__call__(lm, lm_kwargs, signature, demos, inputs)
@@ -243,6 +257,7 @@ class AutoAdapter(ChatAdapter):
         demos: list[dict[str, Any]],
         inputs: dict[str, Any],
     ) -> list[dict[str, Any]]:
+        self._tell_stream_listeners(lm)
         if wants_json_schema(lm):
             return await self.json_adapter.acall(lm, lm_kwargs, signature, demos, inputs)
         return await super().acall(lm, lm_kwargs, signature, demos, inputs)
