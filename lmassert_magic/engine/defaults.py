@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "BUDGET",
     "CHECK_TIMEOUT_SECONDS",
+    "CONCURRENCY",
     "CONFIDENCE",
     "COUNTEREXAMPLES",
     "GEPA_CONSTRAINT_WEIGHT",
@@ -66,6 +67,10 @@ SEED: int = 0
 
 #: Parallel examples in an evaluation (`%%compile --threads`, `run_ablation(num_threads=...)`).
 THREADS: int = 1
+
+#: Examples in flight in an async evaluation (`%%compile --async N`, `run_ablation(concurrency=N)`): None runs
+#: the threaded evaluation; N runs each example with `await program.acall(...)`, N at a time, in one event loop.
+CONCURRENCY: int | None = None
 
 #: The compile optimizer: "bootstrap" (BootstrapFewShot) or "random_search".
 OPTIMIZER: str = "bootstrap"

@@ -4,9 +4,12 @@ tokens and cache hits, counted the same way in every setting."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,13 +55,18 @@ def evaluate_program(
     metric: Metric,
     *,
     num_threads: int = defaults.THREADS,
+    concurrency: int | None = defaults.CONCURRENCY,
     on_example: Callable[[int], None] | None = None,
 ) -> Evaluation:
     """Run an (activated) program over `devset` with dspy.Evaluate; every example is accounted for.
 
     Each example's RunRecord is collected from the run itself (not from the prediction), so a
-    program returning a dict or a string still gets its constraints counted.
+    program returning a dict or a string still gets its constraints counted. With `concurrency`, the
+    examples run instead as asyncio tasks in one event loop, at most `concurrency` at a time
+    (`evaluate_async`): the same examples, records and counts, without a thread per call.
     """
+    if concurrency is not None:
+        return evaluate_async(program, devset, metric, concurrency=concurrency, on_example=on_example)
     lock = threading.Lock()
     done = [0]
     # Set when the evaluation is interrupted. dspy.Evaluate stops handing out examples on a SIGINT, but
@@ -139,3 +147,125 @@ def evaluate_program(
         observe_lm_calls=observe, cache_hits=tally.cache_hits, prompt_tokens=tally.prompt_tokens,
         completion_tokens=tally.completion_tokens, stray_predictor_calls=stray_predictor_calls() - stray_before,
     )
+
+
+def evaluate_async(
+    program: dspy.Module,
+    devset: Sequence[dspy.Example],
+    metric: Metric,
+    *,
+    concurrency: int,
+    on_example: Callable[[int], None] | None = None,
+) -> Evaluation:
+    """`evaluate_program` with `await program.acall(...)`, at most `concurrency` examples in flight.
+
+    Why: an LM behind a network waits far more than it computes; tasks of one event loop wait together
+    without a thread each. Each example is accounted for as in the threaded run (the same
+    `ExampleResult`s, records and counts). A program without `aforward` runs on a pool of `concurrency`
+    threads instead. Works from inside a running event loop (a notebook kernel's): the evaluation then
+    gets a loop on a thread of its own, and an interrupt cancels it.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be 1 or more, got {concurrency}")
+    examples = list(devset)
+    outer = tuple(dspy.settings.get(COLLECTORS_KEY) or ())
+    done = [0]
+    pool = (None if callable(getattr(program, "aforward", None))
+            else concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="lmassert-eval"))
+
+    def call(inputs: dict[str, Any]) -> Awaitable[Any]:
+        if pool is None:
+            return program.acall(**inputs)
+        job = functools.partial(contextvars.copy_context().run, program, **inputs)
+        return asyncio.get_running_loop().run_in_executor(pool, job)
+
+    async def one(index: int, example: dspy.Example, limit: asyncio.Semaphore) -> ExampleResult:
+        error: str | None = None
+        error_type: str | None = None
+        async with limit:
+            log = RunLog()
+            try:
+                with dspy.context(**{COLLECTORS_KEY: (*outer, log)}):
+                    prediction = await call(dict(example.inputs()))
+            except asyncio.CancelledError as exc:  # an LM client cancelling its call is a failure too...
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # ...but an interrupted evaluation stops
+                    raise
+                prediction, error, error_type = dspy.Prediction(), f"CancelledError: {exc}", "CancelledError"
+            except Exception as exc:
+                prediction, error, error_type = dspy.Prediction(), f"{type(exc).__name__}: {exc}", type(exc).__name__
+            done[0] += 1
+            if on_example is not None:
+                on_example(done[0])
+        score = 0.0
+        if error is None:
+            try:
+                score = float(metric(example, prediction))
+            except Exception as exc:
+                error = f"metric raised {type(exc).__name__}: {exc}"
+        record = log.records[-1] if log.records else None
+        return ExampleResult(index, dict(example.inputs()), _outputs(prediction), score, record, error, error_type)
+
+    async def all_examples() -> list[ExampleResult]:
+        limit = asyncio.Semaphore(concurrency)
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(i, example, limit)) for i, example in enumerate(examples)]
+        return [task.result() for task in tasks]
+
+    stray_before = stray_predictor_calls()
+    start = time.perf_counter()
+    try:
+        with tally_lm() as tally:
+            results = run_async(all_examples)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+    seconds = time.perf_counter() - start
+    observe = sum(e.record.observe_lm_calls for e in results if e.record is not None)
+    return Evaluation(
+        examples=results, lm_calls=tally.calls - observe, tokens=tally.tokens, seconds=seconds,
+        observe_lm_calls=observe, cache_hits=tally.cache_hits, prompt_tokens=tally.prompt_tokens,
+        completion_tokens=tally.completion_tokens, stray_predictor_calls=stray_predictor_calls() - stray_before,
+    )
+
+
+def run_async(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """`asyncio.run(make())`, also where an event loop already runs on this thread (a notebook kernel's).
+
+    There the coroutine gets a loop on a thread of its own, with this thread's context (DSPy's settings,
+    the tally); an interrupt of this thread cancels it, waits for it to stop, and is raised again.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    loop = asyncio.new_event_loop()
+    context = contextvars.copy_context()
+    box: dict[str, Any] = {}
+
+    async def main() -> Any:
+        box["task"] = asyncio.current_task()
+        return await make()
+
+    def target() -> None:
+        try:
+            box["value"] = context.run(loop.run_until_complete, main())
+        except BaseException as exc:  # re-raised on the caller's thread
+            box["error"] = exc
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    thread = threading.Thread(target=target, name="lmassert-async-evaluation", daemon=True)
+    thread.start()
+    try:
+        thread.join()
+    except BaseException:  # KeyboardInterrupt (Kernel > Interrupt): stop the loop's work, then report it
+        task = box.get("task")
+        if task is not None:
+            loop.call_soon_threadsafe(task.cancel)
+        thread.join()
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
