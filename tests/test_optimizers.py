@@ -3,6 +3,8 @@ compiling with GEPA or Refine in the five settings (scripted LM throughout)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import dspy
 import pytest
 
@@ -191,6 +193,12 @@ def test_an_observed_refined_step_is_judged_on_the_output_refine_returns(scripte
     assert prediction.tweet == "clean tweet"
     assert record.passed("no_hashtags") is True and record.constraints["no_hashtags"].checks == 1
     assert record.lm_calls == 4  # the step's attempts and Refine's advice call count as the run's calls
+
+
+def test_a_refined_step_called_asynchronously_still_refines(scripted_lm):
+    _refine_lm(scripted_lm)
+    refined = refine_program(TwoSteps(), [hashtag_constraint()], n=3)
+    assert asyncio.run(refined.gen.acall(question="q")).tweet == "clean tweet"
 
 
 def test_refine_attempts_repeat_exactly_with_the_cache(scripted_lm):

@@ -13,6 +13,7 @@ attempts and advice calls count as the run's LM calls.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import threading
 import time
@@ -63,6 +64,13 @@ class _RefineMixin:
         if spec is None:
             return super().forward(**kwargs)  # type: ignore[misc]
         return _refined_call(self, spec, kwargs)
+
+    async def aforward(self, **kwargs: Any) -> Any:
+        """`dspy.Refine` has no async path: the refined call runs on a worker thread (with this context)."""
+        spec = self.__dict__.get("_lmassert_refine")
+        if spec is None:
+            return await super().aforward(**kwargs)  # type: ignore[misc]
+        return await asyncio.to_thread(_refined_call, self, spec, kwargs)
 
 
 def _plain_class(cls: type) -> type:
