@@ -167,6 +167,10 @@ class CompileMagics(RegistryMagics):
         a dict (merged), or a single value that goes to the one missing input of the next step.
         Constraints (%%assert) on the signatures used are attached; others are skipped with a note.
 
+        `--optimizer gepa` compiles with dspy.GEPA instead of bootstrapping: with assertions its metric
+        gives the failed constraints' messages as feedback (`--max-metric-calls`, `--time-cap` bound it);
+        `--optimizer refine` runs each constrained step in dspy.Refine with the constraints' reward.
+
         NAME is bound to the compiled program: the C+Infer w/ Assert program (compiled with
         assertions, backtracking on) when that was compiled, else the most compiled program run.
         The report is displayed and, with -o VAR, stored. On interrupt (Kernel > Interrupt) the
