@@ -69,6 +69,7 @@ def run_ablation(
     optimizer_kwargs: dict[str, Any] | None = None,
     soft_penalty: float = defaults.SOFT_PENALTY,
     num_threads: int = defaults.THREADS,
+    concurrency: int | None = defaults.CONCURRENCY,
     progress: Callable[[ProgressEvent], None] | None = None,
     quiet: bool = True,
     keep_soft_failures: bool = defaults.KEEP_SOFT_FAILURES,
@@ -84,6 +85,8 @@ def run_ablation(
     the returned output for the tables but never enforced, and their compile teacher runs with
     constraints off. `max_backtracks`, `budget`, `retry_temperature` and `seed` go to the asserted
     runs; `keep_soft_failures`, `max_errors` and `counterexamples` to the compiles (see compile_program).
+    `concurrency` evaluates each setting async, that many examples at a time (`evaluate_async`; the
+    tables are the threaded run's); compiles still use `num_threads`.
 
     KeyboardInterrupt stops the run but still returns the settings that finished
     (`result.interrupted` is True); the caller decides whether to re-raise. `quiet` hides
@@ -100,7 +103,8 @@ def run_ablation(
         constraints=constraints, metric_name=getattr(metric, "__name__", "metric"), requested=keys, seed=seed,
         config={"max_backtracks": max_backtracks, "budget": budget, "retry_temperature": retry_temperature,
                 "optimizer": optimizer, "counterexamples": counterexamples, "keep_soft_failures": keep_soft_failures,
-                "num_threads": num_threads, **lm_facts()},
+                "num_threads": num_threads, **({"concurrency": concurrency} if concurrency is not None else {}),
+                **lm_facts()},
     )
     notify = progress or (lambda event: None)
     compiled: dict[str, CompileOutcome] = {}
@@ -130,9 +134,10 @@ def run_ablation(
         return outcome, time.perf_counter() - start
 
     run_config = {"budget": budget, "retry_temperature": retry_temperature, "seed": seed}
+    evaluation = {"num_threads": num_threads, "concurrency": concurrency}
     try:
         with _quieted(quiet):
-            _run_settings(keys, result, program, devset, metric, constraints, max_backtracks, num_threads, notify,
+            _run_settings(keys, result, program, devset, metric, constraints, max_backtracks, evaluation, notify,
                           compile_for, run_config)
     except KeyboardInterrupt:
         result.interrupted = True
@@ -147,7 +152,7 @@ def _run_settings(
     metric: Metric,
     constraints: list[Constraint],
     max_backtracks: int,
-    num_threads: int,
+    evaluation_options: dict[str, Any],
     notify: Callable[[ProgressEvent], None],
     compile_for: Callable[[str, bool], tuple[CompileOutcome, float]],
     run_config: dict[str, Any],
@@ -168,7 +173,7 @@ def _run_settings(
             runnable = prepare_program(base, constraints, mode=mode, max_backtracks=max_backtracks, **run_config)
             notify(ProgressEvent(key, "evaluate", 0, len(devset)))
             evaluation = evaluate_program(
-                runnable, devset, metric, num_threads=num_threads,
+                runnable, devset, metric, **evaluation_options,
                 on_example=lambda n, key=key: notify(ProgressEvent(key, "evaluate", n, len(devset))),
             )
             setting.examples, setting.lm_calls = evaluation.examples, evaluation.lm_calls
