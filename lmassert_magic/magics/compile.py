@@ -29,6 +29,7 @@ from ..engine.ablation import (
 from ..engine.compile import COUNTEREXAMPLE_MODES
 from ..engine.defaults import (
     BUDGET,
+    CONCURRENCY,
     COUNTEREXAMPLES,
     GEPA_MAX_METRIC_CALLS,
     GEPA_TIME_CAP_SECONDS,
@@ -150,6 +151,9 @@ class CompileMagics(RegistryMagics):
               help="where counterexample demos show their feedback: retry (retry prompts only, as in DSPy 2.5) "
                    "or prompt (also in the normal prompt's instructions)")
     @argument("--threads", type=int, default=THREADS, help=f"parallel examples (default {THREADS})")
+    @argument("--async", dest="concurrency", type=int, default=CONCURRENCY, metavar="N",
+              help="evaluate with await program.acall(...), N examples at a time in one event loop (same tables "
+                   "as the threaded run; compiles keep --threads)")
     @argument("-o", "--output", default=None, help="notebook variable to store the report in")
     def compile_magic(self, line: str, cell: str) -> None:
         """Build the pipeline in the body and run the five-setting ablation on it.
@@ -190,6 +194,8 @@ class CompileMagics(RegistryMagics):
             fail("--backtracks must be 0 or more", 1)
         if args.threads < 1:
             fail("--threads must be 1 or more", 1)
+        if args.concurrency is not None and args.concurrency < 1:
+            fail("--async must be 1 or more", 1)
         if args.max_errors is not None and args.max_errors < 1:
             fail("--max-errors must be 1 or more", 1)
         if not 0 <= args.retry_temperature <= 2:
@@ -234,7 +240,8 @@ class CompileMagics(RegistryMagics):
             result = run_ablation(
                 plan.program, trainset, devset, metric,
                 constraints=plan.constraints, settings=settings, max_backtracks=args.backtracks,
-                optimizer=args.optimizer, num_threads=args.threads, progress=progress,
+                optimizer=args.optimizer, num_threads=args.threads, concurrency=args.concurrency,
+                progress=progress,
                 budget=args.budget, seed=args.seed, retry_temperature=args.retry_temperature,
                 keep_soft_failures=args.keep_soft_failures, max_errors=args.max_errors,
                 counterexamples=args.counterexamples, optimizer_kwargs=optimizer_kwargs,
@@ -263,6 +270,7 @@ class CompileMagics(RegistryMagics):
         options = {
             "train": args.train, "dev": args.dev, "metric": args.metric, "optimizer": args.optimizer,
             "settings": list(settings), "backtracks": args.backtracks, "threads": args.threads,
+            "concurrency": args.concurrency,
             "output": args.output, "budget": args.budget, "seed": args.seed,
             "retry_temperature": args.retry_temperature, "keep_soft_failures": args.keep_soft_failures,
             "max_errors": args.max_errors, "counterexamples": args.counterexamples, **optimizer_kwargs,
