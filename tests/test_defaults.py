@@ -24,10 +24,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lmassert_magic"
 #: Parameter / field names that take one of the shared defaults.
 DEFAULTED = {"max_backtracks", "timeout", "check_timeout", "seed", "num_threads", "threads", "retry_temperature",
              "soft_penalty", "optimizer", "counterexamples", "budget", "confidence", "max_errors",
-             "max_metric_calls", "time_cap", "threshold", "constraint_weight"}
+             "max_metric_calls", "time_cap", "threshold", "constraint_weight", "concurrency"}
 #: `@argument` flags of the magics that take one of them.
 FLAGS = {"--backtracks", "--timeout", "--seed", "--threads", "--retry-temperature", "--optimizer",
-         "--counterexamples", "--budget", "--max-errors", "--max-metric-calls", "--time-cap"}
+         "--counterexamples", "--budget", "--max-errors", "--max-metric-calls", "--time-cap", "--async"}
 #: Where the shared defaults are looked for (other layers have defaults of their own, defined once there).
 SCANNED = ["engine", "definitions", "magics", "report", "registry.py", "export.py"]
 #: Engine modules still typing their defaults (the engine's owner switches them to `engine.defaults`).
@@ -41,6 +41,7 @@ def test_the_compile_magic_defaults_are_the_modules():
     assert args.seed == defaults.SEED
     assert args.retry_temperature == defaults.RETRY_TEMPERATURE
     assert args.threads == defaults.THREADS
+    assert args.concurrency == defaults.CONCURRENCY
     assert args.optimizer == defaults.OPTIMIZER
     assert args.counterexamples == defaults.COUNTEREXAMPLES
     assert args.max_errors == defaults.MAX_ERRORS
