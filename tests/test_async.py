@@ -327,3 +327,16 @@ def test_assert_cell_constraints_hold_when_the_compiled_program_is_awaited(tweet
     prediction = ip.user_ns["prediction"]
     assert prediction.tweet == "clean tweet"
     assert run_record_of(prediction).constraints["no_hashtags"].passes_after_backtrack == 1
+
+
+def test_the_report_warns_about_parallel_async_requests_as_about_threads(scripted_lm):
+    from lmassert_magic.report.model import warning_lines
+
+    scripted_lm(answers_by_question)
+    result = run_ablation(AsyncTweet(), [], examples(3), metric, constraints=[quoting_constraint()],
+                          settings="infer_assert", concurrency=4)
+    (warning,) = [w for w in warning_lines(result) if "parallel requests" in w]
+    assert warning.startswith("4 async evaluation calls at a time")
+    serial = run_ablation(AsyncTweet(), [], examples(3), metric, constraints=[quoting_constraint()],
+                          settings="infer_assert", concurrency=1)
+    assert not [w for w in warning_lines(serial) if "parallel requests" in w]

@@ -304,9 +304,12 @@ def warning_lines(result: AblationResult, rows: Sequence[SettingRow] | None = No
     out = []
     config = getattr(result, "config", None) or {}
     requests = config.get("lm_requests")
-    if (config.get("num_threads") or 1) > 1 and requests is not None and requests != "one at a time":
+    concurrency = config.get("concurrency")  # an async evaluation: that many requests in flight, no threads
+    parallel = (f"{concurrency} async evaluation calls at a time" if concurrency is not None
+                else f"{config.get('num_threads') or 1} evaluation threads")
+    if (concurrency or config.get("num_threads") or 1) > 1 and requests is not None and requests != "one at a time":
         out.append(
-            f"{config['num_threads']} evaluation threads with an LM that may decode parallel requests together "
+            f"{parallel} with an LM that may decode parallel requests together "
             f"(requests: {requests}): its outputs, and so these figures, can differ from a run with another "
             "number of threads, even with the same seed."
         )
