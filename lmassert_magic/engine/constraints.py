@@ -180,6 +180,19 @@ class Constraint:
             raise ConstraintError(self.name, f"{what} raised {type(exc).__name__}: {exc}", exc) from exc
 
 
+def uses_lm(constraint: Constraint) -> bool:
+    """Whether this constraint's check has been seen asking an LM (an `lm_judge`).
+
+    Learned on the first check that does (the definition is shared by every copy of a program), so
+    a run checks the others first and spends no judge call on an attempt that will be retried anyway.
+    """
+    return getattr(constraint, "_uses_lm", False)
+
+
+def learn_uses_lm(constraint: Constraint) -> None:
+    constraint._uses_lm = True  # type: ignore[attr-defined]  # learned state, not part of the definition
+
+
 class _JudgeSignature(dspy.Signature):
     """Answer the yes/no question about the text honestly."""
 

@@ -17,17 +17,22 @@ from typing import Any, NoReturn
 import dspy
 from dspy.dsp.utils.settings import thread_local_overrides
 
-from .constraints import Constraint
+from .constraints import Constraint, learn_uses_lm, uses_lm
 from .context import OBSERVE, PASS_KEY, RUN_STATE_KEY, SHARED, RunConfig, current_attempt, here, inside_check
 from .errors import ConstraintError, DSPyAssertionError, DSPySuggestionError
 from .records import Attempt, ConstraintStats, Counterexample, RunRecord
 from .retry import RetryPlan, retry_request
 from .scopes import Backtrack, Branch, CallRecord, Scope, same_step
 from .streaming import Notice, aannounce, announce
-from .tally import usage_numbers
+from .tally import counting_check_calls, usage_numbers
 from .targets import predictor_label
 
 logger = logging.getLogger("lmassert_magic")
+
+
+def _fields_key(fields: dict[str, Any]) -> str:
+    """What a judge saw: the same step inputs and the same outputs give the same key."""
+    return repr(sorted(fields.items()))
 
 
 @dataclass
@@ -70,6 +75,7 @@ class RunState(Scope):
         self.branch_occurrence: Counter[tuple] = Counter()
         self.branches: dict[tuple, Branch] = {}
         self.owner = here()  # the thread and task that run `forward`; others get branches (`context.active_scope`)
+        self.judged: dict[tuple, bool] = {}  # (constraint, fields) -> an LM judge's verdict in this run
         self.attempt_counts: Counter[tuple] = Counter()  # step -> LM calls it made in this run
         self.open_attempts: dict[int, tuple[float, Any]] = {}  # seq -> (start time, context token)
         self.attempt_uncached: Counter[int] = Counter()  # seq -> calls the LM (not the cache) answered
@@ -297,16 +303,27 @@ class RunState(Scope):
 
     def check_declared(self, constraint: Constraint, key: tuple, fields: dict[str, Any],
                        outputs: dict[str, Any]) -> bool:
-        token = inside_check.set(True)  # predictors a check calls (LM judges) are not steps of the run
-        try:
-            passed = constraint.check(fields)
-        except ConstraintError:
-            with self.lock:
-                check = self.checks.setdefault(key, _Check(constraint.name, constraint.hard))
-                check.error = True
-            raise
-        finally:
-            inside_check.reset(token)
+        """Check `constraint`; a check that asks an LM is judged once per distinct set of fields in a run."""
+        judged = uses_lm(constraint)
+        memo_key = (constraint.name, _fields_key(fields)) if judged else None
+        with self.lock:
+            passed = self.judged.get(memo_key) if memo_key is not None else None
+        if passed is None:
+            token = inside_check.set(True)  # predictors a check calls (LM judges) are not steps of the run
+            try:
+                with counting_check_calls() as calls:
+                    passed = constraint.check(fields)
+            except ConstraintError:
+                with self.lock:
+                    check = self.checks.setdefault(key, _Check(constraint.name, constraint.hard))
+                    check.error = True
+                raise
+            finally:
+                inside_check.reset(token)
+            if calls[0]:
+                learn_uses_lm(constraint)
+                with self.lock:
+                    self.judged[(constraint.name, _fields_key(fields))] = passed
         self.record_verdict(key, constraint.name, constraint.hard, passed, kind="declared")
         if passed:
             self.resolve_pending(key, outputs)

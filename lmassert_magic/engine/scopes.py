@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import dspy
 
-from .constraints import Constraint
+from .constraints import Constraint, uses_lm
 from .context import OBSERVE, OFF
 from .errors import DSPyAssertionError, DSPySuggestionError, TargetNotFoundError
 from .retry import RetryPlan
@@ -241,14 +241,26 @@ class Scope:
         while True:
             outputs = outputs_of(predictor, prediction)
             fields = {**record.inputs, **outputs}
-            verdicts = {c.name: root.check_declared(c, (c.name, key), fields, outputs) for c in constraints}
+            enforcing = root.config.mode != OBSERVE
+            # Checks that ask an LM (judges) go last, and are skipped on an attempt that already fails a
+            # check without one and will be retried: judging an output that is thrown away is a wasted call.
+            judged = [c for c in constraints if uses_lm(c)]
+            first = [c for c in constraints if not uses_lm(c)] if judged else list(constraints)
+            verdicts = {c.name: root.check_declared(c, (c.name, key), fields, outputs) for c in first}
+            failing = [c for c in first if not verdicts[c.name]]
+            charged = None
+            if failing and enforcing and judged:
+                charged = next((c for c in failing if root.take_budget(c.name, (c.name, key), c.max_backtracks)), None)
+            if charged is None and judged:
+                verdicts.update({c.name: root.check_declared(c, (c.name, key), fields, outputs) for c in judged})
+                failing = [c for c in constraints if not verdicts[c.name]]
             root.note_attempt(record.attempt, outputs, verdicts)
-            failing = [c for c in constraints if not verdicts[c.name]]
             root.mark_live(record.checks)
-            if not failing or root.config.mode == OBSERVE:
+            if not failing or not enforcing:
                 return prediction, trace_inputs
             messages = [root.feedback_text(c, fields) for c in failing]
-            charged = next((c for c in failing if root.take_budget(c.name, (c.name, key), c.max_backtracks)), None)
+            if charged is None:
+                charged = next((c for c in failing if root.take_budget(c.name, (c.name, key), c.max_backtracks)), None)
             if charged is None:
                 root.give_up(failing, messages, predictor, record.name, outputs, attempt + 1)
                 return prediction, trace_inputs

@@ -11,6 +11,7 @@ Imports nothing else of the engine: the constraints (whose LM judges count their
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -102,10 +103,30 @@ def count_judge_calls_with(counter: Callable[[], None]) -> None:
     _judge_call_counter = counter
 
 
+#: LM calls made by the constraint check now running (set around each declared check), so the engine
+#: learns which checks ask an LM and can run the others first.
+_calls_in_check: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("lmassert_check_calls",
+                                                                                   default=None)
+
+
 def note_lm_call() -> None:
     """Count one LM call against the current run (predictor calls count themselves; judges call this)."""
+    in_check = _calls_in_check.get()
+    if in_check is not None:
+        in_check[0] += 1
     if _judge_call_counter is not None:
         _judge_call_counter()
+
+
+@contextlib.contextmanager
+def counting_check_calls() -> Iterator[list[int]]:
+    """`[n]`: the LM calls the enclosed check made through `note_lm_call` (an LM judge)."""
+    calls = [0]
+    token = _calls_in_check.set(calls)
+    try:
+        yield calls
+    finally:
+        _calls_in_check.reset(token)
 
 
 class LMTally(BaseCallback):
