@@ -193,7 +193,7 @@ def test_report_in_jupyterlab(browser: Any, jupyterlab: dict[str, Any]) -> None:
     assert box and box["width"] > 200 and box["height"] > 100
     tabs = report.locator(".lm-TabBar-tab").all_inner_texts()
     assert tabs[:3] == ["Pass rates", "Comparisons", "Cost & compile"] and tabs[3].startswith("Demos (")
-    assert tabs[4:] == ["Counterexamples", "Failures (0)"]
+    assert tabs[4:] == ["Counterexamples", "Timeline", "Failures (0)"]
     assert "no_hashtags: Vanilla 0% -> Infer w/ Assert 100% (+100 points" in report.inner_text()
     # the progress widget finished every setting
     progress = page.locator(".lmassert-progress")
@@ -237,6 +237,9 @@ def test_report_in_jupyterlab(browser: Any, jupyterlab: dict[str, Any]) -> None:
     assert visible and all("Please revise the tweet to remove hashtag phrases." in t for t in visible)
     _shoot(page, report, SHOTS / "report-counterexamples.png")
 
+    _check_timeline_tab(page, report)
+    _check_demo_review(page, report)
+
     # XSS: the control payload (raw, on purpose) ran; the report's payloads are only text
     page.wait_for_function("() => window.__control === 1", timeout=15_000)
     page.wait_for_timeout(500)
@@ -247,6 +250,95 @@ def test_report_in_jupyterlab(browser: Any, jupyterlab: dict[str, Any]) -> None:
     assert """<img src=x onerror="window.__xss=1;document.title='XSS'">""" in text
     assert "<script>window.__xss=2</script>" in text
     assert report.locator("img, script, iframe, object, embed").count() == 0
+
+
+def _select(page: Any, scope: Any, label: str) -> Any:
+    """The <select> of the ipywidgets Dropdown labelled `label` inside `scope`."""
+    return scope.locator(".widget-dropdown").filter(has=page.locator("label", has_text=label)).locator("select")
+
+
+def _options(select: Any) -> list[str]:
+    """The option labels (ipywidgets writes their spaces as no-break spaces)."""
+    return [t.replace("\xa0", " ") for t in select.locator("option").all_inner_texts()]
+
+
+def _choose(select: Any, label: str) -> None:
+    raw = select.locator("option").all_inner_texts()
+    select.select_option(label=raw[_options(select).index(label)])
+
+
+def _kernel_value(page: Any, expression: str) -> str:
+    """`expression` evaluated in the notebook's kernel (its text/plain repr), without adding a cell."""
+    return page.evaluate(
+        """async (expr) => {
+             const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+             const reply = await kernel.requestExecute({code: '', silent: true, store_history: false,
+                                                        user_expressions: {v: expr}}).done;
+             return reply.content.user_expressions.v.data['text/plain'];
+           }""",
+        expression,
+    )
+
+
+def _check_timeline_tab(page: Any, report: Any) -> None:
+    """Pick a setting and an example; every attempt is a row, the retry shows its feedback and a word diff."""
+    report.locator(".lm-TabBar-tab", has_text="Timeline").click()
+    tab = report.locator(".lmassert-timeline-tab")
+    setting = _select(page, tab, "setting")
+    setting.wait_for(state="visible")
+    checked = setting.locator("option:checked").inner_text().replace("\xa0", " ")
+    assert checked == "C+Infer w/ Assert"  # the setting with assertions at inference
+    _choose(setting, "Infer w/ Assert")
+    example = _select(page, tab, "example")
+    labels = _options(example)
+    assert len(labels) == 8 and all(label.endswith("· 1 retry") for label in labels)
+    _choose(example, labels[3])
+    page.wait_for_function(
+        """() => { const h = document.querySelector('.lmassert-timeline-tab .lmassert-timeline-head');
+                   return h && h.textContent.includes('Infer w/ Assert · #3'); }""", timeout=10_000)
+    rows = tab.locator("tr.lmassert-attempt")
+    assert rows.count() == 2
+    first, retry = rows.nth(0).inner_text(), rows.nth(1).inner_text()
+    assert "first try" in first and "#travel" in first and "✗ no_hashtags" in first
+    assert "retry 1" in retry and "Please revise the tweet to remove hashtag phrases." in retry
+    assert "no_hashtags fail → pass" in retry and "kept" in retry
+    assert tab.locator("tr.lmassert-attempt.lmassert-kept").count() == 1
+    assert "#travel #france" in rows.nth(1).locator(".lmassert-del").all_inner_texts()[0]
+    assert "lovely in spring" in rows.nth(1).locator(".lmassert-ins").all_inner_texts()[0]
+    # the LM's payload is text in the timeline too
+    assert """<img src=x onerror="window.__xss=1;document.title='XSS'">""" in retry
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    _shoot(page, tab, SHOTS / "report-timeline.png")
+
+    # pin the kept attempt as a demo of its step: the program in the kernel gets it
+    assert _kernel_value(page, "len(tweeter.GenerateTweet.demos)") == "4"
+    tab.locator("button", has_text="Pin as a demo").click()
+    page.wait_for_function(
+        "() => document.querySelector('.lmassert-timeline-tab').innerText.includes('tweeter rebound: 5 demos')",
+        timeout=15_000)
+    assert _kernel_value(page, "len(tweeter.GenerateTweet.demos)") == "5"
+    assert _kernel_value(page, "tweeter.GenerateTweet.demos[-1]['question']") == "'Where is landmark 3?'"
+
+
+def _check_demo_review(page: Any, report: Any) -> None:
+    """Reject a demo in the Demos tab: the registry's program and the notebook variable lose it."""
+    report.locator(".lm-TabBar-tab", has_text="Demos (").click()
+    panel = report.locator(".lmassert-review-panel")
+    panel.wait_for(state="visible")
+    items = panel.locator(".lmassert-review-item")
+    assert items.count() == 5  # four bootstrapped counterexample demos and the one pinned above
+    assert "GenerateTweet:pin1" in items.nth(4).inner_text() and "pinned by hand" in items.nth(4).inner_text()
+    panel.locator(".widget-toggle-buttons").nth(1).locator("button", has_text="reject").click()
+    page.wait_for_function(
+        """() => { const items = document.querySelectorAll('.lmassert-review-panel .lmassert-review-item');
+                   return items.length === 5 && items[1].innerText.includes('rejected by hand'); }""",
+        timeout=15_000)
+    assert "tweeter rebound: 4 demos (1 rejected by hand, 1 pinned)" in panel.inner_text()
+    assert _kernel_value(page, "len(tweeter.GenerateTweet.demos)") == "4"
+    registry = "__import__('lmassert_magic.registry', fromlist=['x']).get_registry().programs['tweeter']"
+    assert _kernel_value(page, f"{registry}.program is tweeter") == "True"
+    assert _kernel_value(page, f"sorted({registry}.review.rejected)") == "['GenerateTweet:2']"
+    _shoot(page, panel, SHOTS / "report-demo-review.png")
 
 
 def _load_test_report() -> Any:

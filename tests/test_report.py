@@ -30,7 +30,7 @@ from lmassert_magic.engine.ablation import (
     run_ablation,
 )
 from lmassert_magic.engine.calibration import CalibrationResult, calibrate_judge
-from lmassert_magic.engine.records import ConstraintStats, Counterexample, RunRecord
+from lmassert_magic.engine.records import Attempt, ConstraintStats, Counterexample, RunRecord
 from lmassert_magic.engine.stats import agreement, rate_of
 from lmassert_magic.report import WIDGET_MIME, CompileReport, widget_frontend_available
 from lmassert_magic.report import html as H
@@ -873,6 +873,12 @@ def payload_result(p: str) -> AblationResult:
     result.calibrations = {p + "_soft": hand_calibration(p + "_soft", [True, False] * 5, [True] * 10, model=p)}
     result.config = {"budget": p, "max_backtracks": 2}
     result.settings[INFER_ASSERT].stray_predictor_calls = 1
+    for res in result.settings.values():  # a retried step whose every string is the payload (the timelines)
+        for e in res.examples:
+            e.record.attempts = [
+                Attempt(0, p, 0, "first", {p: p}, [], {p: p + " one"}, {p: False}, error=p),
+                Attempt(1, p, 1, "retry", {p: p}, [p], {p: p + " two"}, {p: True}, kept=True),
+            ]
     return result
 
 
@@ -897,6 +903,11 @@ def test_payloads_stay_text_in_every_widget_state(payload: str) -> None:
     for value in [v for _, v in w.demo_filter.options]:
         w.demo_filter.value = value
         seen += widget_html_values(w)
+    for _, key in w.timeline.setting.options:
+        w.timeline.setting.value = key
+        for _, index in w.timeline.example.options:
+            w.timeline.example.value = index
+            seen.append(w.timeline.body.value)
     for fragment in seen:
         assert_inert(fragment)
     assert H.clean(payload) in "".join(visible_text(f) for f in seen)

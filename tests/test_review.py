@@ -292,3 +292,24 @@ def test_trace_shows_one_examples_timeline(compiled, capsys):
 def test_trace_errors_name_what_is_wrong(compiled, line, pattern):
     message = usage_error(compiled, line)
     assert re.search(pattern, message), message
+
+
+@pytest.mark.parametrize("payload", ["<script>window.__xss=1</script>", "<img src=x onerror=\"window.__xss=1\">",
+                                     "\" onmouseover=\"alert(1)\" x=\"", "\u202e<b>x</b>"])
+def test_review_payloads_stay_text(payload):
+    from test_report import payload_result, widget_html_values
+
+    from lmassert_magic.report import html as H
+
+    from helpers import Tweet
+
+    program = dspy.Predict(Tweet)
+    program.demos = [dspy.Example(question=payload, tweet=payload, augmented=True),
+                     dspy.Example(question="q", tweet=payload, feedback=payload, augmented=True)]
+    report = CompileReport(payload_result(payload), program=program)
+    report.review(reject=["self:2"])
+    fragments = [report.html(), *widget_html_values(report.widget())]
+    for fragment in fragments:
+        assert_inert(fragment)
+    panel = "".join(visible_text(f) for f in widget_html_values(report.widget().review))
+    assert H.clean(payload) in panel and "rejected by hand" in panel

@@ -297,23 +297,10 @@ def test_widget_timeline_tab_picks_setting_and_example_failing_first(ablation):
     assert len(attempt_rows(tab.body.value)) == 2
 
 
-def with_attempts(result: Any, p: str) -> Any:
-    """Give every example of a hand-built result a retried step whose every string is `p`."""
-    from lmassert_magic.engine.records import Attempt
-
-    for res in result.settings.values():
-        for e in res.examples:
-            e.record.attempts = [
-                Attempt(0, p, 0, "first", {p: p}, [], {p: p + " one"}, {p: False}, error=p),
-                Attempt(1, p, 1, "retry", {p: p}, [p], {p: p + " two"}, {p: True}, kept=True),
-            ]
-    return result
-
-
 @pytest.mark.parametrize("payload", ["<script>window.__xss=1</script>", "<img src=x onerror=\"window.__xss=1\">",
                                      "\" onmouseover=\"alert(1)\" x=\"", "\u202e<b>x</b>"])
 def test_timeline_payloads_stay_text(payload: str) -> None:
-    report = CompileReport(with_attempts(payload_result(payload), payload))
+    report = CompileReport(payload_result(payload))  # every string of its timelines is the payload
     fragments = [report.html(), report.trace(0, setting=INFER_ASSERT)._repr_html_()]
     w = report.widget()
     for _, key in w.timeline.setting.options:

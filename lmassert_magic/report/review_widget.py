@@ -36,9 +36,20 @@ class ReviewPanel(W.VBox):
         self.refresh()
 
     def refresh(self) -> None:
-        """Rebuild the list from the report's review (after any change, wherever it was made)."""
+        """Show the report's review (after any change, wherever it was made): the same demos are updated in
+        place (no flicker, the focus stays), a demo pinned or unpinned rebuilds the list."""
         review = self.report.reviewer.review
         self.head.value = review_head_html(self.name, review)
+        ids = [demo_id for demo_id, *_ in review.items()]
+        if ids == list(self.toggles):
+            self._undoing = True  # values set here are not choices
+            try:
+                for demo_id, row in zip(ids, self.items.children):
+                    self.toggles[demo_id].value = "reject" if demo_id in review.rejected else "accept"
+                    row.children[1].value = review_item_html(review, demo_id)
+            finally:
+                self._undoing = False
+            return
         rows, self.toggles = [], {}
         for demo_id, *_ in review.items():
             toggle = W.ToggleButtons(options=list(CHOICES), value="reject" if demo_id in review.rejected else "accept",
