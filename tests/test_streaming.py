@@ -147,3 +147,22 @@ def test_assert_cell_constraints_hold_on_the_streaming_path(ip):
     assert items[-1].tweet == "clean tweet"
     (status,) = [x for x in items if isinstance(x, RetryStatus)]
     assert status.constraints == ("no_hashtags",) and status.predictor == "GenerateTweet"
+
+
+def test_a_sync_predictor_call_inside_aforward_tells_the_stream_without_blocking_its_loop(scripted_lm):
+    scripted_lm(lambda m: {"summary": "s"} if "summary" in m[0]["content"] else fixes_on_feedback(m))
+
+    class SyncStep(TweetStep):
+        def __init__(self):
+            super().__init__()
+            self.summarize = dspy.Predict("tweet -> summary")
+
+        async def aforward(self, question):
+            tweet = self.gen(question=question).tweet  # a blocking call on the stream's own event loop
+            return await self.summarize.acall(tweet=tweet)
+
+    program = activate_assertions(SyncStep(), constraints=[hashtag_constraint()])
+    items = stream_all(program, is_async=True, listeners=[StreamListener(signature_field_name="summary")],
+                       question="q")
+    assert items[-1].summary == "s"
+    assert [x.constraints for x in items if isinstance(x, RetryStatus)] == [("no_hashtags",)]

@@ -148,14 +148,11 @@ def announce(notice: Notice) -> None:
         in_loop = False
     try:
         for item in _items(notice):
-            if in_loop:
-                try:
-                    stream.send_nowait(item)
-                    continue
-                except Exception:  # the buffer is full: DSPy's own way of sending from sync code
-                    pass
-            sync_send_to_stream(stream, item)
-    except Exception as exc:  # a closed stream or a thread the stream cannot be reached from: the run goes on
+            if in_loop:  # waiting here for the consumer, which runs on this very loop, would never end
+                stream.send_nowait(item)
+            else:
+                sync_send_to_stream(stream, item)
+    except Exception as exc:  # a full or closed stream, or a thread it cannot be reached from: the run goes on
         logger.debug("could not send a retry status to the stream: %s", exc)
 
 
