@@ -6,13 +6,14 @@ that drops it but is too long, a last retry that is short and clean.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
 import dspy
 import pytest
 
-from lmassert_magic import Constraint, Suggest, activate_assertions
+from lmassert_magic import Constraint, Suggest, activate_assertions, lm_judge
 from lmassert_magic.engine import run_record_of
 from lmassert_magic.engine.ablation import INFER_ASSERT, VANILLA, run_ablation
 from lmassert_magic.engine.timeline import timeline_rows, wdiff, word_diff
@@ -87,6 +88,39 @@ def test_each_attempt_carries_its_own_calls_and_tokens(scripted_lm):
     assert record.attempts[2].prompt_tokens > record.attempts[1].prompt_tokens
     assert all(a.seconds >= 0 for a in record.attempts)
     assert all(a.cache_hits == 0 for a in record.attempts)
+
+
+def test_the_async_path_records_the_same_attempts(scripted_lm):
+    scripted_lm(respond)
+
+    class AsyncTwoSteps(TwoSteps):
+        async def aforward(self, question: str) -> Any:
+            await self.query.acall(question=question)
+            return await self.gen.acall(question=question)
+
+    program = activate_assertions(AsyncTwoSteps(), constraints=[hashtag_constraint(), short_constraint()])
+    record = run_record_of(asyncio.run(program.acall(question="q1")))
+    expected = known_run(scripted_lm)
+    assert [(a.seq, a.step, a.attempt, a.reason, a.outputs, a.feedback, a.verdicts, a.kept, a.lm_calls, a.tokens)
+            for a in record.attempts] == [
+        (a.seq, a.step, a.attempt, a.reason, a.outputs, a.feedback, a.verdicts, a.kept, a.lm_calls, a.tokens)
+        for a in expected.attempts]
+
+
+def test_judge_calls_and_their_tokens_count_towards_the_attempt_they_judged(scripted_lm):
+    def answer(messages: list[dict[str, Any]]) -> dict[str, Any]:
+        if "## answer ## ]]" in messages[-1]["content"].split("Respond with")[-1]:
+            return {"answer": "a retry tweet" in messages[-1]["content"]}  # the first tweet is judged dull
+        return {"tweet": "a retry tweet" if "Be lively" in messages[-1]["content"] else "a tweet"}
+
+    scripted_lm(answer)
+    engaging = Constraint("engaging", lambda tweet: lm_judge("Is the tweet engaging?", tweet=tweet), "Be lively.",
+                          target=Tweet)
+    record = run_record_of(activate_assertions(dspy.Predict(Tweet), constraints=[engaging])(question="q"))
+    assert [(a.attempt, a.verdicts, a.lm_calls, a.judge_calls) for a in record.attempts] == [
+        (0, {"engaging": False}, 1, 1), (1, {"engaging": True}, 1, 1)]
+    assert sum(a.lm_calls + a.judge_calls for a in record.attempts) == record.lm_calls
+    assert sum(a.tokens for a in record.attempts) == record.tokens
 
 
 def test_cached_attempts_are_counted_as_cache_hits(scripted_lm):
