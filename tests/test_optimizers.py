@@ -279,6 +279,15 @@ def test_five_settings_with_refine(scripted_lm):
     assert "dspy.Refine" in " ".join(result.settings["compile_assert"].compile.notes)
 
 
+def test_five_settings_with_refine_evaluated_async_give_the_same_rates(scripted_lm):
+    _refine_lm(scripted_lm)
+    runs = [run_ablation(TwoSteps(), examples(2, "t"), examples(2, "d"), lambda ex, pred, trace=None: 1.0,
+                         constraints=[hashtag_constraint()], optimizer="refine", settings="compile_assert",
+                         **options) for options in ({}, {"concurrency": 2})]
+    threaded, concurrent = ({k: s.rate("no_hashtags").rate for k, s in r.settings.items()} for r in runs)
+    assert threaded == concurrent == {"compile_assert": 1.0}
+
+
 def test_unknown_optimizer_and_bad_budgets_are_errors():
     assert ALL_OPTIMIZERS[:2] == ("bootstrap", "random_search")
     with pytest.raises(ValueError, match="unknown optimizer"):
