@@ -82,7 +82,8 @@ class Attempt:
     first try); `reason` is "first", "retry" (sent with feedback) or "rerun" (an earlier step was retried,
     so this step ran again on its new inputs). `verdicts` maps each constraint checked on this output to
     whether it passed; `kept` is True for the attempts whose output the run returned. `lm_calls` is the
-    step's own call, `judge_calls` the LM-judge calls made while checking it; tokens include cached answers.
+    step's own call, `judge_calls` the LM-judge calls made while checking it; tokens (theirs too) include
+    cached answers; `seconds` spans the call and its checks.
     """
 
     seq: int  # position in the run's timeline (start order)
