@@ -182,6 +182,18 @@ def _cell(m: dict[str, Any]) -> str:
     return f"{m['rate']:.1f} [{m['ci_low']:.0f}, {m['ci_high']:.0f}]"
 
 
+def command(meta: dict[str, Any]) -> str:
+    """The command that made a run (its options other than the defaults spelled out)."""
+    parts = [f"python bench/optimizers.py --n {meta['n_dev']}"]
+    if meta["max_metric_calls"] != defaults.GEPA_MAX_METRIC_CALLS:
+        parts.append(f"--max-metric-calls {meta['max_metric_calls']}")
+    if meta["time_cap"] != defaults.GEPA_TIME_CAP_SECONDS:
+        parts.append(f"--time-cap {meta['time_cap']:g}")
+    if meta["seed"] != defaults.SEED:
+        parts.append(f"--seed {meta['seed']}")
+    return " ".join(parts)
+
+
 def markdown(payload: dict[str, Any]) -> str:
     """The RESULTS.md section: every figure and sentence comes from the payload."""
     meta, runs = payload["meta"], payload["runs"]
@@ -197,7 +209,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{meta['n_train']} train and {meta['n_dev']} dev examples, seed {meta['seed']}, run of {meta['date']} "
         f"(dspy {meta['dspy']}, gepa {meta['gepa']}). GEPA's budget: {meta['max_metric_calls']} metric calls, "
         f"time cap {meta['time_cap']:g} s. Rates are % of dev examples with 95% Wilson intervals; "
-        f"`python bench/optimizers.py --n {meta['n_dev']}` regenerates this section.",
+        f"`{command(meta)}` regenerates this section.",
         "",
     ]
     for key in SETTINGS:

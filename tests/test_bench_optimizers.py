@@ -59,6 +59,7 @@ def test_the_bench_runs_both_optimizers_and_writes_its_section(ip, scripted_lm, 
     header = next(line for line in text.splitlines() if line.startswith("| optimizer |")).split(" | ")
     assert row.split(" | ")[header.index("no_hashtags")] == "100.0 [34, 100]"  # 2 of 2, Wilson interval
     assert re.search(r"GEPA's instruction for GenerateTweet: .*no hashtags", text)
+    assert "`python bench/optimizers.py --n 2 --max-metric-calls 8 --time-cap 60` regenerates" in text
 
 
 def test_the_section_replaces_only_itself():
