@@ -347,6 +347,38 @@ def test_results_md_keeps_other_benches_sections_and_drops_the_old_hand_written_
     assert again.count(peer_report.BEGIN) == 1 and "n = 9" in again and other in again
 
 
+def test_a_small_run_of_every_dspy3_system_end_to_end(tmp_path, monkeypatch):
+    def respond(messages):
+        system, last = messages[0]["content"], messages[-1]["content"]
+        if is_judge(messages):
+            return {"answer": "engaging" in last}
+        if "`advice`" in system or "[[ ## advice ## ]]" in system:
+            return {"discussion": "d", "advice": {"generate_tweet": "Be faithful."}}
+        if "engaging tweet" in system:
+            answer = re.search(r"answer ## \]\]\n(.*)", last).group(1)
+            return {"tweet": f"It is {answer}!"}
+        if "search query" in system:
+            return {"query": "who" if "earlier_queries ## ]]\n[]" in last else "who else"}
+        return {"answer": ANSWER}
+
+    import lmassert_magic.lm
+
+    monkeypatch.setattr(lmassert_magic.lm, "configure_lm", lambda spec: use_lm(respond, cache=True))
+    args = ["--n", "2", "--systems", "none,ours,refine,bestofn", "--checkpoint", str(tmp_path / "ck.jsonl"),
+            "--out-dir", str(tmp_path)]
+    peers.main(args)
+    data = json.loads((tmp_path / "peers.json").read_text())
+    assert data["studies"] == ["tweetgen", "multihop"]
+    assert {(r["study"], r["n"]) for r in data["records"]} == {("tweetgen", 2), ("multihop", 2)}
+    assert all(r["errors"] == 0 for r in data["records"])
+    rows = peers.Checkpoint(tmp_path / "ck.jsonl").rows("score", "multihop", programs.NONE)
+    assert [r["verdicts"] for r in rows] == [{"short_query": True, "new_query": True}] * 2
+    assert "### multihop (n = 2)" in (tmp_path / "RESULTS.md").read_text()
+    lines = (tmp_path / "ck.jsonl").read_text().splitlines()
+    peers.main(args)  # everything is in the checkpoint: nothing runs again
+    assert (tmp_path / "ck.jsonl").read_text().splitlines() == lines
+
+
 def test_quality_needs_no_judge():
     assert peers.quality("tweetgen", {"answer": ANSWER}, {"tweet": f"It is {ANSWER}."}) == 1
     assert peers.quality("tweetgen", {"answer": ANSWER}, {"tweet": f"It is {ANSWER}." + "x" * 280}) == 0
