@@ -109,6 +109,8 @@ def kernel_facts(namespace: dict[str, Any]) -> str:
         "python": sys.version.split()[0],
         # llama.cpp's decode threads can change floating-point sums, so a rerun needs the same number.
         "decode_threads": getattr(getattr(lm, "engine", None), "decode_threads", None),
+        # what the model decoded: a run answered from the DSPy cache of an earlier run sends few requests
+        "model_requests": getattr(getattr(lm, "engine", None), "requests_served", None),
     })
 
 
@@ -199,12 +201,13 @@ def runs_table(paths: list[Path]) -> str:
     """
     import nbformat
 
-    rows = ["| notebook | dev | train | seed | wall time | model | decode threads | run on | package commit |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| notebook | dev | train | seed | wall time | requests to the model | model | decode threads | run on "
+            "| package commit |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(paths, key=lambda p: p.name):
         facts = nbformat.read(path, as_version=4).metadata.get(METADATA_KEY)
         if not facts:
-            rows.append(f"| `{path.stem}` | source only: not run yet | | | | | | | |")
+            rows.append(f"| `{path.stem}` | source only: not run yet | | | | | | | | |")
             continue
         seeds = ", ".join(str(s) for s in facts.get("seeds") or []) or "-"
         minutes = facts.get("wall_seconds", 0) / 60
@@ -212,7 +215,8 @@ def runs_table(paths: list[Path]) -> str:
         source = commit[:12] + (" (uncommitted edits)" if commit.endswith("+dirty") else "")
         rows.append(
             f"| `{path.stem}` | {facts.get('n_dev', '-')} | {facts.get('n_train', '-')} | {seeds} "
-            f"| {facts.get('wall_seconds', '-')} s ({minutes:.1f} min) | {facts.get('model') or '-'} "
+            f"| {facts.get('wall_seconds', '-')} s ({minutes:.1f} min) | {_requests(facts)} "
+            f"| {facts.get('model') or '-'} "
             f"| {facts.get('decode_threads') or '-'} | {str(facts.get('executed', '-'))[:10]} | {source} |"
         )
     return "\n".join(rows)
@@ -233,6 +237,12 @@ def docs_block(notebooks: list[Path]) -> str:
     """What goes between the markers: the runs table, then the main command's timing."""
     root = notebooks[0].resolve().parent.parent if notebooks else Path.cwd()
     return runs_table(notebooks) + "\n\n" + main_command_note(root / "bench" / "results" / "main_command.json")
+
+
+def _requests(facts: dict[str, Any]) -> str:
+    """Requests the model decoded; the rest of the run's LM calls came from the DSPy cache."""
+    served = facts.get("model_requests")
+    return "not recorded" if served is None else f"{served:,}"
 
 
 def update_docs(docs: list[Path], notebooks: list[Path]) -> list[Path]:

@@ -556,6 +556,7 @@ def test_embedded_server_takes_requests_one_at_a_time_unless_batching_is_asked(b
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: server.chat({"messages": []}), range(8)))
     assert fake.most == expected_most
+    assert server.requests_served == 8  # run metadata tells decoded requests from cache hits by this count
     # one at a time also means no reuse of a cached prompt prefix (its slot depends on arrival order)
     assert all(b.get("cache_prompt", True) is batch for b in fake.bodies) and len(fake.bodies) == 8
 

@@ -89,10 +89,11 @@ def test_kernel_facts_record_the_decode_threads_of_the_lm_engine():
 
     from lmassert_magic.run_notebook import kernel_facts
 
-    lm = type("LM", (), {"model": "fake", "engine": type("Engine", (), {"decode_threads": 1})()})()
+    engine = type("Engine", (), {"decode_threads": 1, "requests_served": 17})()
+    lm = type("LM", (), {"model": "fake", "engine": engine})()
     with dspy.context(lm=lm):
         facts = json.loads(kernel_facts({}))
-    assert (facts["model"], facts["decode_threads"]) == ("fake", 1)
+    assert (facts["model"], facts["decode_threads"], facts["model_requests"]) == ("fake", 1, 17)
 
 
 def test_package_source_names_the_commit_and_says_when_files_differ(tmp_path, monkeypatch):
@@ -125,14 +126,14 @@ def test_runs_table_is_read_from_metadata_and_the_docs_follow_it(tmp_path):
     ran = new_notebook(cells=[new_code_cell("x = 1")])
     ran.metadata["lmassert"] = {"n_dev": 40, "n_train": 23, "seeds": [0], "wall_seconds": 1578.0,
                                 "model": "local/m", "decode_threads": 2, "executed": "2026-11-29T10:00:00Z",
-                                "source": "abcdef1234567890+dirty"}
+                                "source": "abcdef1234567890+dirty", "model_requests": 1234}
     nbformat.write(ran, tmp_path / "04_quiz.ipynb")
     nbformat.write(new_notebook(cells=[new_code_cell("y = 1")]), tmp_path / "02_multi.ipynb")
     books = [tmp_path / "04_quiz.ipynb", tmp_path / "02_multi.ipynb"]
     table = runs_table(books)
     lines = table.splitlines()
     assert lines[2].startswith("| `02_multi` | source only: not run yet")
-    assert lines[3] == ("| `04_quiz` | 40 | 23 | 0 | 1578.0 s (26.3 min) | local/m | 2 | 2026-11-29 "
+    assert lines[3] == ("| `04_quiz` | 40 | 23 | 0 | 1578.0 s (26.3 min) | 1,234 | local/m | 2 | 2026-11-29 "
                         "| abcdef123456 (uncommitted edits) |")
 
     doc = tmp_path / "README.md"

@@ -160,6 +160,14 @@ class EmbeddedEngine:
         return "batched" if batched else "one at a time"
 
     @property
+    def requests_served(self) -> int | None:
+        """Completions the embedded model decoded in this process (None before it started)."""
+        server = self._server if self._server is not None and not self._server.closed else None
+        if server is None and local_server_running():
+            server = get_local_server()
+        return server.requests_served if server is not None else None
+
+    @property
     def decode_threads(self) -> int:
         """llama.cpp's decode threads: another count can change outputs, so run metadata records it."""
         server = self._server if self._server is not None and not self._server.closed else None

@@ -197,6 +197,8 @@ class LocalServer:
         """
         self.batch_requests = batch_from_env() if batch_requests is None else bool(batch_requests)
         self._one_at_a_time = threading.Lock()
+        self._counting = threading.Lock()
+        self.requests_served = 0  # completions the model decoded (cache hits never get here): run metadata shows it
 
     @property
     def url(self) -> str:
@@ -223,6 +225,8 @@ class LocalServer:
             # one at a time with reuse, 11 of 284 repeated prompts still got another output with 2 threads)
             with self._one_at_a_time:
                 result = self._server.handle_chat_completions({**body, "cache_prompt": False})
+        with self._counting:
+            self.requests_served += 1
         if isinstance(result, (str, bytes)):
             result = json.loads(result)
         return result
