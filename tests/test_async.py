@@ -340,3 +340,30 @@ def test_the_report_warns_about_parallel_async_requests_as_about_threads(scripte
     serial = run_ablation(AsyncTweet(), [], examples(3), metric, constraints=[quoting_constraint()],
                           settings="infer_assert", concurrency=1)
     assert not [w for w in warning_lines(serial) if "parallel requests" in w]
+
+
+def test_a_check_with_a_time_limit_runs_off_the_event_loop(scripted_lm):
+    """`%%assert` checks (they have a time limit, and may call an LM judge) must not stall other runs' tasks."""
+    import threading
+
+    scripted_lm(lambda m: {"tweet": "clean tweet"})
+    checking, other_ran = threading.Event(), threading.Event()
+
+    def waits_for_the_loop(tweet):  # passes only if another task of the loop runs while it waits
+        checking.set()
+        return other_ran.wait(timeout=3) and "#" not in tweet
+
+    program = activate_assertions(AsyncTweet(), constraints=[
+        Constraint("no_hashtags", waits_for_the_loop, FIX + ".", timeout=10)])
+
+    async def main():
+        async def other():
+            while not checking.is_set():
+                await asyncio.sleep(0.001)
+            other_ran.set()
+
+        return (await asyncio.gather(program.acall(question="q"), other()))[0]
+
+    out = asyncio.run(main())
+    stats = run_record_of(out).constraints["no_hashtags"]
+    assert (stats.first_try_passes, stats.backtracks) == (1, 0)

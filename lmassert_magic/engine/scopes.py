@@ -9,6 +9,7 @@ can replay it. A checked call's logic is one generator (`Steps`) driven by `driv
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections import Counter
@@ -115,8 +116,34 @@ class Backtrack(BaseException):
 
 
 #: A checked predictor call's logic, written once for both calling paths: it yields the keyword arguments of
-#: each LM call it needs (and gets the prediction back) or a `Notice` for the stream, and returns the prediction.
+#: each LM call it needs (and gets the prediction back), an `Offload` of constraint code to run (and gets its
+#: value back) or a `Notice` for the stream, and returns the prediction.
 Steps = Generator[Any, Any, Any]
+
+
+@dataclass
+class Offload:
+    """Constraint code a step runs (checks, feedback messages). On the async path `blocking` code (a check with a
+    time limit, as `%%assert` gives, or one seen asking an LM judge) runs on a worker thread: the loop goes on."""
+
+    fn: Callable[[], Any]
+    blocking: bool
+
+
+def _blocks(constraints: Sequence[Constraint]) -> bool:
+    return any(c.timeout is not None or uses_lm(c) for c in constraints)
+
+
+def _checks(root: RunState, constraints: Sequence[Constraint], key: tuple, fields: dict[str, Any],
+            outputs: dict[str, Any]) -> Offload:
+    """Checking `constraints` on one output: name -> verdict."""
+    return Offload(lambda: {c.name: root.check_declared(c, (c.name, key), fields, outputs) for c in constraints},
+                   _blocks(constraints))
+
+
+def _messages(root: RunState, failing: Sequence[Constraint], fields: dict[str, Any]) -> Offload:
+    """The feedback messages of the failing constraints (a message may be code over the fields)."""
+    return Offload(lambda: [root.feedback_text(c, fields) for c in failing], _blocks(failing))
 
 
 def drive(steps: Steps, call: Callable[..., Any]) -> Any:
@@ -133,7 +160,7 @@ def drive(steps: Steps, call: Callable[..., Any]) -> Any:
             announce(request)
             continue
         try:
-            reply = call(**request)
+            reply = request.fn() if isinstance(request, Offload) else call(**request)
         except BaseException as exc:  # handed to the steps, which count it and close their attempt
             error = exc
 
@@ -152,7 +179,10 @@ async def adrive(steps: Steps, acall: Callable[..., Any]) -> Any:
             await aannounce(request)
             continue
         try:
-            reply = await acall(**request)
+            if isinstance(request, Offload):  # a worker thread gets a copy of this task's context
+                reply = await asyncio.to_thread(request.fn) if request.blocking else request.fn()
+            else:
+                reply = await acall(**request)
         except BaseException as exc:
             error = exc
 
@@ -246,19 +276,19 @@ class Scope:
             # check without one and will be retried: judging an output that is thrown away is a wasted call.
             judged = [c for c in constraints if uses_lm(c)]
             first = [c for c in constraints if not uses_lm(c)] if judged else list(constraints)
-            verdicts = {c.name: root.check_declared(c, (c.name, key), fields, outputs) for c in first}
+            verdicts = yield _checks(root, first, key, fields, outputs)
             failing = [c for c in first if not verdicts[c.name]]
             charged = None
             if failing and enforcing and judged:
                 charged = next((c for c in failing if root.take_budget(c.name, (c.name, key), c.max_backtracks)), None)
             if charged is None and judged:
-                verdicts.update({c.name: root.check_declared(c, (c.name, key), fields, outputs) for c in judged})
+                verdicts.update((yield _checks(root, judged, key, fields, outputs)))
                 failing = [c for c in constraints if not verdicts[c.name]]
             root.note_attempt(record.attempt, outputs, verdicts)
             root.mark_live(record.checks)
             if not failing or not enforcing:
                 return prediction, trace_inputs
-            messages = [root.feedback_text(c, fields) for c in failing]
+            messages = yield _messages(root, failing, fields)
             if charged is None:
                 charged = next((c for c in failing if root.take_budget(c.name, (c.name, key), c.max_backtracks)), None)
             if charged is None:
