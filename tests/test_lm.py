@@ -585,3 +585,14 @@ def test_the_run_config_says_how_the_embedded_model_takes_requests_without_start
         assert lm_facts(lm)["lm_requests"] == "batched"
     assert local_server_running() == running
     assert lm_facts(ScriptedLM(lambda m: {}))["lm_requests"].startswith("unknown")
+
+
+def test_requests_served_is_zero_until_the_model_decodes_one():
+    """A run answered wholly from the DSPy cache never starts the model: its metadata says 0 requests."""
+    from lmassert_magic.lm.local import EmbeddedEngine, local_server_running
+
+    if local_server_running():
+        pytest.skip("a server started by an earlier test has served requests already")
+    engine = EmbeddedEngine()
+    assert engine.requests_served == 0
+    assert not local_server_running()  # asking never starts the model

@@ -160,12 +160,12 @@ class EmbeddedEngine:
         return "batched" if batched else "one at a time"
 
     @property
-    def requests_served(self) -> int | None:
-        """Completions the embedded model decoded in this process (None before it started)."""
+    def requests_served(self) -> int:
+        """Completions the embedded model decoded in this process (0 if it never started: all from the cache)."""
         server = self._server if self._server is not None and not self._server.closed else None
         if server is None and local_server_running():
             server = get_local_server()
-        return server.requests_served if server is not None else None
+        return server.requests_served if server is not None else 0
 
     @property
     def decode_threads(self) -> int:
