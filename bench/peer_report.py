@@ -237,13 +237,14 @@ def _comparisons(study: str, records: list[dict]) -> list[str]:
             continue
         d = -r["lm_calls_diff_vs_ours"]  # ours - other
         low, high = (-r["lm_calls_diff_vs_ours_ci"][1], -r["lm_calls_diff_vs_ours_ci"][0])
-        if r["lm_calls_diff_vs_ours_noise"] or d == 0:
-            word = "about as many LM calls per example as"
+        if d == 0:
+            word = "as many LM calls per example as"
         else:
             word = "fewer LM calls per example than" if d < 0 else "more LM calls per example than"
         spread = "the same on every example" if low == high else f"95% CI {low:+.2f} to {high:+.2f}"
+        noise = f"; not told apart from noise at n = {r['n']}" if r["lm_calls_diff_vs_ours_noise"] and d else ""
         lines.append(f"* {OURS} makes {word} {r['system']}: {ours['lm_calls_per_example']:.2f} vs "
-                     f"{r['lm_calls_per_example']:.2f} (paired difference {d:+.2f}, {spread}).")
+                     f"{r['lm_calls_per_example']:.2f} (paired difference {d:+.2f}, {spread}{noise}).")
     none = by.get(NONE)
     if none is not None and ours.get("quality_diff_vs_no_assertions") is not None:
         d = ours["quality_diff_vs_no_assertions"]
@@ -416,12 +417,13 @@ def write_chart(report: dict[str, Any], path: Any) -> bool:
         for row, (key, label) in enumerate((("all_constraints", "examples passing all constraints (%)"),
                                             ("quality", "quality (%)"))):
             ax = axes[row][col]
-            for r in records:
+            for i, r in enumerate(records):
                 x, y = r["lm_calls_per_example"], (r[key] or 0) * 100
                 low, high = ((v or 0) * 100 for v in r[f"{key}_ci"])
                 ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", capsize=4,
                             color="#c44e52" if r["system"] == OURS else "#4c72b0")
-                ax.annotate(r["system"].split(" (")[0], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+                ax.annotate(r["system"].split(" (")[0], (x, y), textcoords="offset points", fontsize=8,
+                            xytext=(6, 4 if i % 2 == 0 else -12))  # alternate: neighbours' labels do not overlap
             ax.set_xlabel("LM calls per example (judge calls included)")
             ax.set_ylabel(label)
             ax.set_ylim(-5, 105)

@@ -454,3 +454,34 @@ def test_dspy25_harness_counts_like_the_others_against_a_fake_server(tmp_path):
     assert total(rows, "judge_calls") == judge_prompts
     assert total(rows, "cache_hits") > 0  # 2.5 re-runs the whole forward: the answer step hits its cache
     assert all(r["outputs"]["tweet"] == f"{ANSWER}!" for r in rows)
+
+
+@pytest.mark.slow
+def test_dspy25_harness_runs_multihop_with_served_retrieval_against_a_fake_server(tmp_path):
+    venv = peer_dspy25.find_venv()
+    if venv is None:
+        pytest.skip("no DSPy 2.5.43 venv on this machine (bench/_venv25 or $LMASSERT_DSPY25_VENV)")
+
+    def reply(body):
+        keys = list(body["response_format"]["json_schema"]["schema"]["properties"])
+        text = json.dumps(body["messages"])
+        if keys == ["query"]:
+            return {"query": "other query" if "distinct from" in text else "first query"}
+        return {"answer": ANSWER}
+
+    searched = []
+
+    def retrieve(query):
+        searched.append(query)
+        return [f"{query} | passage"]
+
+    with FakeChatServer(reply) as server:
+        checkpoint = peers.Checkpoint(tmp_path / "ck.jsonl")
+        peer_dspy25.run_dspy25("multihop", [{"id": "dev-0", "question": "Q?", "answer": ANSWER}], checkpoint,
+                               url=server.url, python=venv, log=lambda line: None, retrieve=retrieve)
+    (row,) = checkpoint.rows("run", "multihop", programs.DSPY25)
+    assert row["error"] is None
+    assert row["outputs"]["queries"] == ["first query", "other query"]  # the repeated query was retried
+    assert "other query" in searched
+    assert row["lm_calls"] == len(server.bodies) and row["judge_calls"] == 0
+    assert row["cache_hits"] > 0  # the retry re-runs the first hop, which its cache answers
