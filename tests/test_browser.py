@@ -330,10 +330,11 @@ def _check_demo_review(page: Any, report: Any) -> None:
     assert "GenerateTweet:pin1" in items.nth(4).inner_text() and "pinned by hand" in items.nth(4).inner_text()
     panel.locator(".widget-toggle-buttons").nth(1).locator("button", has_text="reject").click()
     page.wait_for_function(
-        """() => { const items = document.querySelectorAll('.lmassert-review-panel .lmassert-review-item');
-                   return items.length === 5 && items[1].innerText.includes('rejected by hand'); }""",
+        """() => { const panel = document.querySelector('.lmassert-review-panel');
+                   const items = panel.querySelectorAll('.lmassert-review-item');
+                   return items.length === 5 && items[1].innerText.includes('rejected by hand')
+                          && panel.innerText.includes('tweeter rebound: 4 demos (1 rejected by hand, 1 pinned)'); }""",
         timeout=15_000)
-    assert "tweeter rebound: 4 demos (1 rejected by hand, 1 pinned)" in panel.inner_text()
     assert _kernel_value(page, "len(tweeter.GenerateTweet.demos)") == "4"
     registry = "__import__('lmassert_magic.registry', fromlist=['x']).get_registry().programs['tweeter']"
     assert _kernel_value(page, f"{registry}.program is tweeter") == "True"

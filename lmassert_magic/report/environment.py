@@ -30,7 +30,7 @@ _STYLES = {
     "LABEL_CELL": f"{_CELL};font-weight:600;white-space:nowrap;width:1%",
     "NUM": "border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:right;"
            "font-variant-numeric:tabular-nums",
-    "VALUE": "white-space:pre-wrap;overflow-wrap:break-word;line-height:1.35;"
+    "VALUE": "white-space:pre-wrap;overflow-wrap:anywhere;line-height:1.35;"
              "font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px",
     "TABLE": "border-collapse:collapse;margin:4px 0",
 }
