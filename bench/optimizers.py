@@ -125,9 +125,21 @@ def run(n: int, max_metric_calls: int, time_cap: float, *, seed: int = defaults.
     """
     from IPython.core.interactiveshell import InteractiveShell
 
-    os.environ["LMASSERT_SMALL"] = str(n)
+    saved = {name: os.environ.get(name) for name in ("LMASSERT_SMALL", "LMASSERT_WIDGETS")}
+    os.environ["LMASSERT_SMALL"] = str(n)  # the quickstart's first cell reads it
     os.environ.setdefault("LMASSERT_WIDGETS", "0")
-    shell = shell or InteractiveShell.instance()
+    try:
+        return _run(n, max_metric_calls, time_cap, seed, shell or InteractiveShell.instance(), lm_configured, say)
+    finally:  # a caller's environment (a test's) is left as it was
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run(n: int, max_metric_calls: int, time_cap: float, seed: int, shell: Any, lm_configured: bool,
+         say: Callable[[str], None]) -> dict[str, Any]:
     start = time.perf_counter()
 
     def cell(source: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def test_the_bench_runs_both_optimizers_and_writes_its_section(ip, scripted_lm, 
     bench = load_bench()
     scripted_lm(respond)
     said = []
+    before = {name: os.environ.get(name) for name in ("LMASSERT_SMALL", "LMASSERT_WIDGETS")}
     payload = bench.run(2, 8, 60.0, shell=ip, lm_configured=True, say=said.append)
+    assert {name: os.environ.get(name) for name in before} == before  # set for the run only
     assert said[0].endswith("N = 2 train and dev examples") and any("GEPA with constraint feedback done" in s
                                                                     for s in said)
     assert set(payload["runs"]) == {"bootstrap", "gepa"}
