@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "export": 1,
     "compat": 1,  # DSPy 2.5's names for old programs, backed by the engine
     "testing": 1,
+    "exercises": 1,  # the notebooks' self-checking exercises: read the registry, run constraints
     "report": 2,
     "magics": 3,
     "": 4,  # lmassert_magic/__init__.py
