@@ -60,3 +60,17 @@ def test_case_studies_are_committed_at_full_size(notebook):
     facts = _executed(notebook).metadata.get(METADATA_KEY, {})
     assert facts.get("n_dev", 0) >= 40, f"{notebook.name}: {facts.get('n_dev')} dev examples, full size is >= 40"
     assert facts.get("n_train", 0) > 0, f"{notebook.name}: no training examples recorded"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_exercise_solution_passes_its_check(notebook):
+    """The collapsed solutions ran, and `check_exercise` said "done." for each exercise the notebook names."""
+    book = _executed(notebook)
+    keys = set(re.findall(r'check_exercise\("([\w.]+)"\)', "\n".join(c.source for c in book.cells)))
+    assert keys, f"{notebook.name} has no self-checking exercise"
+    solutions = [c for c in book.cells if "solution" in c.get("metadata", {}).get("tags", [])]
+    assert solutions and all(c.metadata.get("jupyter", {}).get("source_hidden") for c in solutions)
+    printed = "".join(o.get("text", "") for c in solutions for o in c.get("outputs", []) if o.output_type == "stream")
+    for key in sorted(keys):
+        assert f"Exercise {key}: done." in printed, f"{notebook.name}: the solution does not pass {key}"
+    assert "not yet" not in printed
