@@ -304,8 +304,7 @@ class RunState(Scope):
     def check_declared(self, constraint: Constraint, key: tuple, fields: dict[str, Any],
                        outputs: dict[str, Any]) -> bool:
         """Check `constraint`; a check that asks an LM is judged once per distinct set of fields in a run."""
-        judged = uses_lm(constraint)
-        memo_key = (constraint.name, _fields_key(fields)) if judged else None
+        memo_key = (constraint.name, _fields_key(fields)) if uses_lm(constraint) else None
         with self.lock:
             passed = self.judged.get(memo_key) if memo_key is not None else None
         if passed is None:
@@ -323,7 +322,7 @@ class RunState(Scope):
             if calls[0]:
                 learn_uses_lm(constraint)
                 with self.lock:
-                    self.judged[(constraint.name, _fields_key(fields))] = passed
+                    self.judged[memo_key or (constraint.name, _fields_key(fields))] = passed
         self.record_verdict(key, constraint.name, constraint.hard, passed, kind="declared")
         if passed:
             self.resolve_pending(key, outputs)

@@ -150,29 +150,29 @@ class EmbeddedEngine:
         body.pop("stream_options", None)
         return body
 
+    def _running_server(self) -> LocalServer | None:
+        """The server this engine uses if it has started, without starting the model."""
+        if self._server is not None and not self._server.closed:
+            return self._server
+        return get_local_server() if local_server_running() else None
+
     @property
     def request_order(self) -> str:
         """Whether concurrent requests may share a decoding batch (see `LocalServer`): the report shows it."""
-        server = self._server if self._server is not None and not self._server.closed else None
-        if server is None and local_server_running():
-            server = get_local_server()
+        server = self._running_server()
         batched = server.batch_requests if server is not None else batch_from_env()  # never starts the model
         return "batched" if batched else "one at a time"
 
     @property
     def requests_served(self) -> int:
         """Completions the embedded model decoded in this process (0 if it never started: all from the cache)."""
-        server = self._server if self._server is not None and not self._server.closed else None
-        if server is None and local_server_running():
-            server = get_local_server()
+        server = self._running_server()
         return server.requests_served if server is not None else 0
 
     @property
     def decode_threads(self) -> int:
         """llama.cpp's decode threads: another count can change outputs, so run metadata records it."""
-        server = self._server if self._server is not None and not self._server.closed else None
-        if server is None and local_server_running():
-            server = get_local_server()
+        server = self._running_server()
         return server.n_threads if server is not None else threads_from_env()
 
     def complete(self, request: Request) -> Response:
