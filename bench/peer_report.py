@@ -364,7 +364,8 @@ def results_markdown(report: dict[str, Any]) -> str:
         "cache answered are cache hits, shown apart; each system starts from a cold cache. Constraint verdicts and "
         "quality are measured afterwards on each system's final outputs, outside its counts. \"All constraints\" "
         "is the share of examples whose final output passes every constraint. Intervals are 95% (Wilson for "
-        "rates; paired bootstrap with an exact test for differences to this package, which are called ties "
+        "rates; for differences to this package, an interval that excludes 0 only when the exact McNemar test "
+        "does (the envelope of Newcombe's paired interval and the exact conditional one); differences are called ties "
         "when not told apart from noise).",
     ]
     if not report["studies"]:

@@ -130,9 +130,10 @@ def test_clearly_separated_rates_are_distinguishable():
 
 
 def test_few_flips_are_not_distinguishable_even_when_the_bootstrap_excludes_zero():
-    # 5 examples that all flip: no spread, a point interval at +100 points; by coin flips p = 2 * 0.5**5
+    # 5 examples that all flip: a bootstrap has no spread to resample (it gave the point [+100, +100]);
+    # by coin flips p = 2 * 0.5**5, and the rate interval says the same by holding 0
     d = paired_difference([0] * 5, [1] * 5)
-    assert d.method == "degenerate" and (d.ci_low, d.ci_high) == (1.0, 1.0)
+    assert d.method == "newcombe+exact" and d.ci_low < 0 < d.ci_high and d.ci_high == 1.0
     assert d.mcnemar_p == pytest.approx(sps.binomtest(5, 5, 0.5).pvalue)
     assert not d.distinguishable
     assert "not distinguishable from noise" in describe_difference("x", d)
@@ -213,3 +214,59 @@ def test_kappa_perfect_chance_and_degenerate():
         agreement([True], [True, False])
     with pytest.raises(TypeError):
         agreement(["yes"], [True])
+
+
+# ------------------------------------------------------- paired rates: the interval and the test tell one story
+
+
+def _all_paired_tables(n: int):
+    """Every 2x2 table of n paired 0/1 outcomes, as (a, b) lists."""
+    for both in range(n + 1):
+        for a_only in range(n + 1 - both):
+            for b_only in range(n + 1 - both - a_only):
+                neither = n - both - a_only - b_only
+                a = [1] * both + [1] * a_only + [0] * b_only + [0] * neither
+                b = [1] * both + [0] * a_only + [1] * b_only + [0] * neither
+                yield a, b
+
+
+@pytest.mark.parametrize("n", [2, 4, 5, 8, 12, 20])
+def test_paired_rate_interval_excludes_zero_exactly_when_the_exact_test_rules_out_chance(n):
+    # The report calls a difference noise when its interval holds 0; the sentence also quotes exact McNemar.
+    # Both must say the same thing for every table (a bootstrap interval excluded 0 where p was 0.25).
+    for a, b in _all_paired_tables(n):
+        d = paired_difference(a, b)
+        significant = d.mcnemar_p < 0.05
+        assert (not d.holds_zero) == d.distinguishable, (a, b, d)
+        if not d.holds_zero:
+            assert significant, (a, b, d)
+
+
+def test_paired_rate_interval_contains_the_exact_conditional_interval():
+    # Clopper-Pearson on the examples that changed, scaled to the difference: it excludes 0 iff exact McNemar does
+    for a, b in _all_paired_tables(12):
+        d = paired_difference(a, b)
+        up, down = d.up, d.down
+        if up + down == 0:
+            assert d.ci_low < 0 < d.ci_high  # nothing changed: 0 is inside, with the spread 12 examples allow
+            continue
+        lo, hi = proportion_confint(up, up + down, alpha=0.05, method="beta")
+        scale = (up + down) / d.n
+        assert d.ci_low <= scale * (2 * lo - 1) + 1e-9 and d.ci_high >= scale * (2 * hi - 1) - 1e-9
+
+
+@pytest.mark.parametrize(("n", "p_up", "p_down"), [(40, 0.25, 0.05), (40, 0.05, 0.0), (20, 0.3, 0.05), (10, 0.3, 0.1)])
+def test_paired_rate_interval_covers_the_true_difference_about_95_percent_of_the_time(n, p_up, p_down):
+    # The exact conditional interval alone covers 61% at (40, 0.05, 0.0): it treats the number of changed examples as
+    # known. Seeded simulation: 400 draws, coverage must reach 0.93 (a 95% interval at 400 draws: about +-2 points).
+    rng = np.random.default_rng(11)
+    truth = p_up - p_down
+    covered = 0
+    draws = 400
+    for _ in range(draws):
+        up, down, both, neither = rng.multinomial(n, [p_up, p_down, 0.3, 1 - p_up - p_down - 0.3])
+        a = [0] * up + [1] * down + [1] * both + [0] * neither
+        b = [1] * up + [0] * down + [1] * both + [0] * neither
+        d = paired_difference(a, b)
+        covered += d.ci_low - 1e-12 <= truth <= d.ci_high + 1e-12
+    assert covered / draws >= 0.93
