@@ -234,7 +234,7 @@ Cohen's kappa (0 = chance), caches it on disk per model and cell, and the report
 the judge's pass rate."""),
     ("code", '''from lmassert_magic.datasets.labelled import engaging_labelled, faithful_labelled
 
-n_labels = 8 if SMALL else 40
+n_labels = 8 if SMALL else min(40, 4 * N)  # 16 labels at the quickstart's N: a quicker start, wider intervals
 faithful_labels = faithful_labelled(n_labels)
 engaging_labels = engaging_labelled(n_labels)
 faithful_labels[0], faithful_labels[-1]'''),
