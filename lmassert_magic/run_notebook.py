@@ -178,7 +178,7 @@ def _run(notebook: Any, path: Path, out_dir: Path, *, timeout: int, inplace: boo
         code_hash=code_hash(notebook),
         source=package_source(),
     )
-    notebook.metadata[METADATA_KEY] = facts
+    notebook.metadata[METADATA_KEY] = carry_cold_run(notebook.metadata.get(METADATA_KEY), facts)
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = path if inplace else out_dir / path.name
     nbformat.write(notebook, executed)
@@ -187,6 +187,30 @@ def _run(notebook: Any, path: Path, out_dir: Path, *, timeout: int, inplace: boo
     html_path.write_text(html, encoding="utf-8")
     print(f"{path.name}: executed in {seconds:.0f}s -> {executed} and {html_path}")
     return html_path
+
+
+#: What a replayed run keeps of the cold run whose cached responses it replays.
+COLD_RUN_KEYS = ("wall_seconds", "model_requests", "source", "executed", "decode_threads")
+#: A replay is of the same experiment only when these match.
+EXPERIMENT_KEYS = ("n_dev", "n_train", "seeds", "model")
+
+
+def carry_cold_run(previous: dict[str, Any] | None, facts: dict[str, Any]) -> dict[str, Any]:
+    """Keep the cold run in `facts` when this run replayed it from the DSPy cache (0 model requests).
+
+    A replay takes seconds; alone, its wall time would hide what the experiment costs. The cold run is
+    the previous one if it asked the model, or the one the previous replay kept, and only for the same
+    sizes, seeds and model.
+    """
+    if not previous or facts.get("model_requests") != 0:
+        return facts
+    if any(previous.get(key) != facts.get(key) for key in EXPERIMENT_KEYS):
+        return facts
+    if previous.get("model_requests"):
+        facts["cold_run"] = {key: previous.get(key) for key in COLD_RUN_KEYS}
+    elif previous.get("cold_run"):
+        facts["cold_run"] = dict(previous["cold_run"])
+    return facts
 
 
 #: The generated table of committed runs sits between these lines in the README and the workshop guide.
@@ -210,12 +234,11 @@ def runs_table(paths: list[Path]) -> str:
             rows.append(f"| `{path.stem}` | source only: not run yet | | | | | | | | |")
             continue
         seeds = ", ".join(str(s) for s in facts.get("seeds") or []) or "-"
-        minutes = facts.get("wall_seconds", 0) / 60
         commit = str(facts.get("source") or "-")
         source = commit[:12] + (" (uncommitted edits)" if commit.endswith("+dirty") else "")
         rows.append(
             f"| `{path.stem}` | {facts.get('n_dev', '-')} | {facts.get('n_train', '-')} | {seeds} "
-            f"| {facts.get('wall_seconds', '-')} s ({minutes:.1f} min) | {_requests(facts)} "
+            f"| {_wall_time(facts)} | {_requests(facts)} "
             f"| {facts.get('model') or '-'} "
             f"| {facts.get('decode_threads') or '-'} | {str(facts.get('executed', '-'))[:10]} | {source} |"
         )
@@ -239,9 +262,20 @@ def docs_block(notebooks: list[Path]) -> str:
     return runs_table(notebooks) + "\n\n" + main_command_note(root / "bench" / "results" / "main_command.json")
 
 
+def _wall_time(facts: dict[str, Any]) -> str:
+    """'1578.0 s (26.3 min)'; for a replay, the cold run's time first, then the replay's."""
+    cold = facts.get("cold_run")
+    if cold:
+        return (f"{cold['wall_seconds']} s ({cold['wall_seconds'] / 60:.1f} min) at {str(cold['source'])[:12]}; "
+                f"replayed from the cache in {facts.get('wall_seconds')} s")
+    return f"{facts.get('wall_seconds', '-')} s ({facts.get('wall_seconds', 0) / 60:.1f} min)"
+
+
 def _requests(facts: dict[str, Any]) -> str:
     """Requests the model decoded; the rest of the run's LM calls came from the DSPy cache."""
     served = facts.get("model_requests")
+    if facts.get("cold_run"):
+        return f"{facts['cold_run']['model_requests']:,} (replay: {served:,})"
     return "not recorded" if served is None else f"{served:,}"
 
 

@@ -173,3 +173,33 @@ def test_main_command_note_reads_the_timed_run(tmp_path):
     assert main_command_note(record) == (
         "The README's main command, timed by `bench/main_command.py` on 2026-11-29 (commit 0123456789ab, 2 cores; "
         "empty caches): 281 s in all, of which set-up 98 s and the notebook 183 s.")
+
+
+def test_a_re_run_from_the_cache_keeps_the_cold_run_that_filled_it(tmp_path):
+    # A re-run that the DSPy cache answers (0 requests) takes seconds; its wall time alone would hide what the
+    # run costs. The cold run it replays stays in the metadata, and the table shows both.
+    from lmassert_magic.run_notebook import carry_cold_run, runs_table
+
+    cold = {"n_dev": 40, "n_train": 28, "seeds": [0], "model": "local/m", "wall_seconds": 1438.1,
+            "model_requests": 405, "source": "2927bfaab15e", "executed": "2026-11-29T13:28:00Z", "decode_threads": 2}
+    rerun = {**cold, "wall_seconds": 12.7, "model_requests": 0, "source": "df7205cd24f5",
+             "executed": "2026-11-29T13:38:00Z"}
+    kept = carry_cold_run(cold, dict(rerun))
+    assert kept["cold_run"] == {"wall_seconds": 1438.1, "model_requests": 405, "source": "2927bfaab15e",
+                                "executed": "2026-11-29T13:28:00Z", "decode_threads": 2}
+    assert kept["wall_seconds"] == 12.7 and kept["model_requests"] == 0
+    # a second cached re-run keeps the same cold run
+    again = carry_cold_run(kept, {**rerun, "wall_seconds": 11.0})
+    assert again["cold_run"] == kept["cold_run"]
+    # a run that asked the model is its own cold run; other sizes, seeds or models are another experiment
+    assert "cold_run" not in carry_cold_run(cold, {**rerun, "model_requests": 3})
+    assert "cold_run" not in carry_cold_run(cold, {**rerun, "n_dev": 4})
+    assert "cold_run" not in carry_cold_run(cold, {**rerun, "model": "local/other"})
+    assert "cold_run" not in carry_cold_run(None, dict(rerun))
+
+    book = new_notebook(cells=[new_code_cell("x = 1")])
+    book.metadata["lmassert"] = kept
+    nbformat.write(book, tmp_path / "03_long.ipynb")
+    row = runs_table([tmp_path / "03_long.ipynb"]).splitlines()[2]
+    assert "| 1438.1 s (24.0 min) at 2927bfaab15e; replayed from the cache in 12.7 s |" in row
+    assert "| 405 (replay: 0) |" in row
