@@ -268,6 +268,8 @@ def _wall_time(facts: dict[str, Any]) -> str:
     if cold:
         return (f"{cold['wall_seconds']} s ({cold['wall_seconds'] / 60:.1f} min) at {str(cold['source'])[:12]}; "
                 f"replayed from the cache in {facts.get('wall_seconds')} s")
+    if facts.get("model_requests") == 0:
+        return f"{facts.get('wall_seconds')} s, a replay from the cache (its cold run was not recorded)"
     return f"{facts.get('wall_seconds', '-')} s ({facts.get('wall_seconds', 0) / 60:.1f} min)"
 
 

@@ -203,3 +203,8 @@ def test_a_re_run_from_the_cache_keeps_the_cold_run_that_filled_it(tmp_path):
     row = runs_table([tmp_path / "03_long.ipynb"]).splitlines()[2]
     assert "| 1438.1 s (24.0 min) at 2927bfaab15e; replayed from the cache in 12.7 s |" in row
     assert "| 405 (replay: 0) |" in row
+    # a replay whose cold run was never recorded says so rather than passing for a 13-second experiment
+    book.metadata["lmassert"] = rerun
+    nbformat.write(book, tmp_path / "03_long.ipynb")
+    row = runs_table([tmp_path / "03_long.ipynb"]).splitlines()[2]
+    assert "| 12.7 s, a replay from the cache (its cold run was not recorded) | 0 |" in row

@@ -341,6 +341,7 @@ def activate_assertions(
     budget: str = defaults.BUDGET,
     retry_temperature: float | None = defaults.RETRY_TEMPERATURE,
     seed: int = defaults.SEED,
+    stop_on_repeat: bool = True,
 ) -> dspy.Module:
     """Activate backtracking on `program` in place and return it (DSPy 2.5's contract).
 
@@ -348,10 +349,13 @@ def activate_assertions(
     constraint and place). `constraints` are declarative checks attached to the predictors their
     targets name; a target that names nothing raises TargetNotFoundError here, before anything is
     changed. Retries sample at `retry_temperature` when the LM's temperature is 0, from rollouts
-    derived from `seed`, so a repeated run repeats exactly.
+    derived from `seed`, so a repeated run repeats exactly. A retry that repeats an earlier output of its
+    step is told so in its next feedback, and a second repeat stops that step's retries (`stop_on_repeat`;
+    `RunState.after_repeat` gives the semantics).
     """
     config = RunConfig(max_backtracks=max_backtracks, mode=mode, strict_suggestions=strict_suggestions,
-                       budget=budget, retry_temperature=retry_temperature, seed=seed)
+                       budget=budget, retry_temperature=retry_temperature, seed=seed,
+                       stop_on_repeat=stop_on_repeat)
     constraints = list(constraints)
     if constraints:
         attach_constraints(program, constraints)

@@ -55,6 +55,9 @@ class RunConfig:
     budget: str = defaults.BUDGET
     retry_temperature: float | None = defaults.RETRY_TEMPERATURE
     seed: int = defaults.SEED  # retries sample from rollouts derived from (seed, step, inputs, attempt)
+    # A retry that repeats an earlier output of its step is told so; a second repeat stops the step's retries
+    # (`RunState.after_repeat`). Off: every retry is spent whatever it returns (as DSPy 2.5 did).
+    stop_on_repeat: bool = True
     log: RunLog = field(default_factory=RunLog)
     # Bring predictors created inside `forward` into the run. It needs a DSPy callback on every module
     # call of the run (about 2 ms each), so activation turns it on only when the program's code builds

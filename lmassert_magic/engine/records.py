@@ -13,6 +13,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: `Attempt.stopped` when a step's retries ended because a retry repeated an earlier output a second time.
+IDENTICAL_OUTPUT = "identical output"
+
 
 @dataclass
 class ConstraintStats:
@@ -83,7 +86,10 @@ class Attempt:
     so this step ran again on its new inputs). `verdicts` maps each constraint checked on this output to
     whether it passed; `kept` is True for the attempts whose output the run returned. `lm_calls` is the
     step's own call, `judge_calls` the LM-judge calls made while checking it; tokens (theirs too) include
-    cached answers; `seconds` spans the call and its checks.
+    cached answers; `seconds` spans the call and its checks. `repeat_of` is set on a retry whose inputs and
+    outputs equal those of an earlier attempt of the step (that attempt's number); `stopped` says why the
+    step was not retried after this attempt although a constraint failed and budget was left
+    (`IDENTICAL_OUTPUT`), None otherwise.
     """
 
     seq: int  # position in the run's timeline (start order)
@@ -103,6 +109,8 @@ class Attempt:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    repeat_of: int | None = None
+    stopped: str | None = None
 
 
 @dataclass

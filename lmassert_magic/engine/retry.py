@@ -12,6 +12,8 @@ from typing import Any
 import dspy
 
 FEEDBACK_DESC = "Instructions to fix your previous answer. Follow them."
+#: The first line of a retry's feedback when the step's last retry returned an output it had returned before.
+REPEAT_NOTE = "Your last answer was identical to an earlier one; change it:"
 
 
 @functools.lru_cache(maxsize=512)

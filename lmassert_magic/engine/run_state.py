@@ -20,19 +20,29 @@ from dspy.dsp.utils.settings import thread_local_overrides
 from .constraints import Constraint, learn_uses_lm, uses_lm
 from .context import OBSERVE, PASS_KEY, RUN_STATE_KEY, SHARED, RunConfig, current_attempt, here, inside_check
 from .errors import ConstraintError, DSPyAssertionError, DSPySuggestionError
-from .records import Attempt, ConstraintStats, Counterexample, RunRecord
-from .retry import RetryPlan, retry_request
-from .scopes import Backtrack, Branch, CallRecord, Scope, same_step
+from .records import IDENTICAL_OUTPUT, Attempt, ConstraintStats, Counterexample, RunRecord
+from .retry import REPEAT_NOTE, RetryPlan, retry_request
+from .scopes import NOTE, STOP, Backtrack, Branch, CallRecord, Scope, same_step
 from .streaming import Notice, aannounce, announce
 from .tally import counting_check_calls, usage_numbers
 from .targets import predictor_label
 
 logger = logging.getLogger("lmassert_magic")
 
+#: The step's retries that repeated an earlier output after which its retrying stops.
+REPEATS_TO_STOP = 2
+
 
 def _fields_key(fields: dict[str, Any]) -> str:
     """What a judge saw: the same step inputs and the same outputs give the same key."""
     return repr(sorted(fields.items()))
+
+
+def _same_fields(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # values that cannot be compared as a whole (arrays): not provably the same
+        return False
 
 
 @dataclass
@@ -79,6 +89,8 @@ class RunState(Scope):
         self.attempt_counts: Counter[tuple] = Counter()  # step -> LM calls it made in this run
         self.open_attempts: dict[int, tuple[float, Any]] = {}  # seq -> (start time, context token)
         self.attempt_uncached: Counter[int] = Counter()  # seq -> calls the LM (not the cache) answered
+        self.seen_outputs: dict[tuple, list[tuple[int, dict]]] = {}  # step -> (attempt, its distinct fields)
+        self.repeats: Counter[tuple] = Counter()  # step -> its retries that returned fields it had returned before
 
     # -- driving forward ------------------------------------------------------------------
     def run(self, fn: Callable[[], Any]) -> Any:
@@ -245,6 +257,47 @@ class RunState(Scope):
                 attempt.outputs = dict(outputs)
             for name, passed in (verdicts or {}).items():
                 attempt.verdicts[name] = attempt.verdicts.get(name, True) and bool(passed)
+
+    # -- identical retries: told once, then stopped ------------------------------------------------
+    def note_repeat(self, key: tuple, attempt: Attempt | None, fields: dict[str, Any], retry: bool) -> None:
+        """Remember the fields (inputs and outputs) an attempt of step `key` returned; a retry that returns
+        fields the step returned before is a repeat (`attempt.repeat_of`: the earlier attempt's number)."""
+        number = attempt.attempt if attempt is not None else -1
+        with self.lock:
+            seen = self.seen_outputs.setdefault(key, [])
+            if retry and attempt is not None:
+                earlier = next((n for n, f in seen if _same_fields(f, fields)), None)
+                if earlier is not None:
+                    attempt.repeat_of = earlier
+                    self.repeats[key] += 1
+                    return
+            seen.append((number, fields))
+
+    def after_repeat(self, key: tuple, attempt: Attempt | None) -> str | None:
+        """What a failing attempt of step `key` means for the step's next retry, if its output is a repeat.
+
+        A retry that returns the fields an earlier attempt of the step returned would, if retried as usual,
+        be sent the same prompt as before (the same feedback, the same past output) and so, at temperature
+        0, return the same output again: a wasted call. The first such repeat in a run is retried with
+        `retry.REPEAT_NOTE` heading its feedback (`NOTE`), so the prompt differs; at the step's second
+        repeat (`REPEATS_TO_STOP`) its retrying stops (`STOP`), as if the budget were spent: a soft
+        failure lets the output through, a hard one raises. None: not a repeat, or `stop_on_repeat` is off.
+        """
+        if attempt is None or attempt.repeat_of is None or not self.config.stop_on_repeat:
+            return None
+        with self.lock:
+            return STOP if self.repeats[key] >= REPEATS_TO_STOP else NOTE
+
+    def stop_retrying(self, attempt: Attempt) -> None:
+        with self.lock:
+            attempt.stopped = IDENTICAL_OUTPUT
+        logger.info("retries of %s stopped: attempt %d repeats attempt %d", attempt.step, attempt.attempt,
+                    attempt.repeat_of)
+
+    @staticmethod
+    def retry_feedback(feedback: list[str], repeat: str | None) -> list[str]:
+        """The feedback a retry is sent: the step's messages, headed by `REPEAT_NOTE` after a repeat."""
+        return [REPEAT_NOTE, *feedback] if repeat == NOTE else feedback
 
     def _own_attempt(self) -> Attempt | None:
         attempt = current_attempt.get()

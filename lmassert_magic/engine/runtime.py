@@ -9,6 +9,12 @@ One call of an activated program is one *run*, with DSPy 2.5's semantics:
   A constraint may cap its own share further. When the budget is spent, soft failures go
   through and a hard one raises `DSPyAssertionError`. `budget="per_constraint"` gives each
   constraint at each place its own `max_backtracks` instead (this package's older behaviour).
+* A retry that returns what its step returned before (the same inputs and outputs) would be sent the
+  same prompt again: its next retry's feedback starts with `retry.REPEAT_NOTE` instead, and at the
+  step's second such repeat in the run its retries stop as if the budget were spent, the attempt
+  recording why (`Attempt.stopped`; `stop_on_repeat=False` spends every retry).
+* Checks that ask an LM judge run after the others and only on an output that can be kept; an output
+  seen before in the run is not judged again.
 * A declared constraint (attached to a predictor) is checked as soon as its predictor returns
   and retried in place. An inline `Assert`/`Suggest` unwinds `forward` and runs it again: steps
   before the target replay their accepted outputs (never re-sampled, retried or not), the

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("lmassert_magic")
 
+#: What a failing attempt whose output repeats an earlier one of its step means for the next retry
+#: (`RunState.after_repeat`): its feedback starts with `retry.REPEAT_NOTE`, or the step is retried no more.
+NOTE = "note"
+STOP = "stop"
+
 
 @dataclass
 class CallRecord:
@@ -240,7 +245,9 @@ class Scope:
                 root.count_failed_call()
                 root.end_attempt(record.attempt, exc)
                 raise
-            root.note_attempt(record.attempt, outputs_of(predictor, prediction))
+            outputs = outputs_of(predictor, prediction)
+            root.note_attempt(record.attempt, outputs)
+            root.note_repeat(key, record.attempt, {**inputs, **outputs}, retry=plan is not None)
             if plan is not None and not self._is_current():
                 root.set_plan(key, plan)  # a retry abandoned in flight by another thread's backtrack: redo it
             self._ensure_current()
@@ -268,10 +275,14 @@ class Scope:
         root = self.root
         predictor, key = record.predictor, record.key
         record.checks = tuple((c.name, key) for c in constraints)
+        retried = False
         while True:
             outputs = outputs_of(predictor, prediction)
             fields = {**record.inputs, **outputs}
             enforcing = root.config.mode != OBSERVE
+            if retried:
+                root.note_repeat(key, record.attempt, fields, retry=True)
+            repeat = root.after_repeat(key, record.attempt) if enforcing else None
             # Checks that ask an LM (judges) go last, and are skipped on an attempt that already fails a
             # check without one and will be retried: judging an output that is thrown away is a wasted call.
             judged = [c for c in constraints if uses_lm(c)]
@@ -279,7 +290,7 @@ class Scope:
             verdicts = yield _checks(root, first, key, fields, outputs)
             failing = [c for c in first if not verdicts[c.name]]
             charged = None
-            if failing and enforcing and judged:
+            if failing and enforcing and judged and repeat != STOP:
                 charged = next((c for c in failing if root.take_budget(c.name, (c.name, key), c.max_backtracks)), None)
             if charged is None and judged:
                 verdicts.update((yield _checks(root, judged, key, fields, outputs)))
@@ -289,6 +300,10 @@ class Scope:
             if not failing or not enforcing:
                 return prediction, trace_inputs
             messages = yield _messages(root, failing, fields)
+            if repeat == STOP:
+                root.stop_retrying(record.attempt)
+                root.give_up(failing, messages, predictor, record.name, outputs, attempt + 1)
+                return prediction, trace_inputs
             if charged is None:
                 charged = next((c for c in failing if root.take_budget(c.name, (c.name, key), c.max_backtracks)), None)
             if charged is None:
@@ -303,7 +318,7 @@ class Scope:
                 root.warn(f"a rejected attempt of {record.name} was not found in the trace to remove")
             yield Notice(retry_status(record.name, [c.name for c in failing], attempt + 1, outputs), (predictor,))
             root.count_call()
-            plan = RetryPlan(feedback, outputs, attempt)
+            plan = RetryPlan(root.retry_feedback(feedback, repeat), outputs, attempt)
             root.end_attempt(record.attempt)
             record.attempt = root.begin_attempt(key, record.name, record.inputs, plan)
             request, trace_inputs = root.retry_request(predictor, record.name, record.inputs, dict(kwargs), plan)
@@ -312,6 +327,7 @@ class Scope:
             except Exception as exc:
                 root.end_attempt(record.attempt, exc)
                 raise
+            retried = True
             self._ensure_current()
 
     # -- inline Assert / Suggest ------------------------------------------------------------------
@@ -337,8 +353,11 @@ class Scope:
         if root.config.mode == OBSERVE:
             return False
         text = message or f"The output failed the check {name!r}."
-        if call is not None and root.take_budget(name, check_key, cap):
-            feedback = root.add_feedback(call.key, [text])
+        repeat = root.after_repeat(call.key, call.attempt) if call is not None else None
+        if repeat == STOP:
+            root.stop_retrying(call.attempt)
+        elif call is not None and root.take_budget(name, check_key, cap):
+            feedback = root.retry_feedback(root.add_feedback(call.key, [text]), repeat)
             root.set_plan(call.key, RetryPlan(feedback, outputs, root.attempts_of(call.key) + 1))
             root.add_counterexample(name, hard, check_key, call, outputs, text)
             self._backtrack(index, call, Notice(retry_status(call.name, [name], root.attempts_of(call.key) + 1,

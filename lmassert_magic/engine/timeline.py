@@ -22,7 +22,7 @@ from .results import AblationResult, ExampleResult, SettingResult
 #: Columns of `timeline_frame`, one row per attempt (index: `seq`, the attempt's place in the run).
 COLUMNS = ("step", "attempt", "reason", "kept", "inputs", "feedback", "outputs", "diff", "flipped", "passed",
            "failed", "lm_calls", "judge_calls", "cache_hits", "tokens", "prompt_tokens", "completion_tokens",
-           "seconds", "error")
+           "seconds", "error", "stopped")
 
 Ops = list[tuple[str, str]]  # ("equal" | "delete" | "insert", words)
 
@@ -108,7 +108,7 @@ def timeline_frame(rows: Sequence[TimelineRow]) -> pd.DataFrame:
             "flipped": [flip_text(f) for f in row.flipped], "passed": row.passed, "failed": row.failed,
             "lm_calls": a.lm_calls, "judge_calls": a.judge_calls, "cache_hits": a.cache_hits, "tokens": a.tokens,
             "prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens, "seconds": a.seconds,
-            "error": a.error,
+            "error": a.error, "stopped": a.stopped,
         })
     return pd.DataFrame(records, columns=["seq", *COLUMNS]).set_index("seq")
 

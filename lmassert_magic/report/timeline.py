@@ -86,8 +86,13 @@ def cost_text(row: TimelineRow) -> str:
 def attempt_view(row: TimelineRow) -> AttemptView:
     a, before = row.attempt, row.previous
     flips = {name: old for name, old, _ in row.flipped}
+    label = _LABELS.get(a.reason, a.reason).format(n=a.attempt)
+    if a.repeat_of is not None:
+        label += f" · same output as attempt {a.repeat_of}"
+    if a.stopped:
+        label += f" · stopped: {a.stopped}"
     return AttemptView(
-        seq=a.seq, step=a.step, label=_LABELS.get(a.reason, a.reason).format(n=a.attempt), kept=a.kept,
+        seq=a.seq, step=a.step, label=label, kept=a.kept,
         inputs=None if before is not None and before.inputs == a.inputs else dict(a.inputs),
         feedback=list(a.feedback), outputs=dict(a.outputs), error=a.error,
         diff=[(name, _compact(ops)) for name, ops in row.diff.items()], first=before is None,
