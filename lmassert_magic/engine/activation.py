@@ -342,6 +342,7 @@ def activate_assertions(
     retry_temperature: float | None = defaults.RETRY_TEMPERATURE,
     seed: int = defaults.SEED,
     stop_on_repeat: bool = True,
+    batch_judges: bool = defaults.BATCH_JUDGES,
 ) -> dspy.Module:
     """Activate backtracking on `program` in place and return it (DSPy 2.5's contract).
 
@@ -351,11 +352,12 @@ def activate_assertions(
     changed. Retries sample at `retry_temperature` when the LM's temperature is 0, from rollouts
     derived from `seed`, so a repeated run repeats exactly. A retry that repeats an earlier output of its
     step is told so in its next feedback, and a second repeat stops that step's retries (`stop_on_repeat`;
-    `RunState.after_repeat` gives the semantics).
+    `RunState.after_repeat` gives the semantics). `batch_judges` asks a step's LM judges about one output in
+    one LM call (`defaults.BATCH_JUDGES` says why it is off by default).
     """
     config = RunConfig(max_backtracks=max_backtracks, mode=mode, strict_suggestions=strict_suggestions,
                        budget=budget, retry_temperature=retry_temperature, seed=seed,
-                       stop_on_repeat=stop_on_repeat)
+                       stop_on_repeat=stop_on_repeat, batch_judges=batch_judges)
     constraints = list(constraints)
     if constraints:
         attach_constraints(program, constraints)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dspy
+from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
+from dspy.dsp.utils.utils import dotdict
 
 from . import defaults
 from .errors import ConstraintError
-from .tally import note_lm_call
+from .tally import note_judged_verdict, note_lm_call
 
 Condition = Callable[..., Any]
 Message = str | Callable[..., str]
@@ -161,8 +164,14 @@ class Constraint:
         def run() -> Any:
             if dspy.settings.trace is None:
                 return fn(**kwargs)
-            with dspy.context(trace=None):  # LM judges inside a check must not land in the bootstrap trace
+            # LM judges inside a check must not land in the bootstrap trace: `dspy.context(trace=None)`, entered
+            # without its generator machinery (every check of every call passes here)
+            token = thread_local_overrides.set(dotdict({**main_thread_config, **thread_local_overrides.get(),
+                                                        "trace": None}))
+            try:
                 return fn(**kwargs)
+            finally:
+                thread_local_overrides.reset(token)
 
         try:
             if self.timeout is None:
@@ -201,18 +210,130 @@ class _JudgeSignature(dspy.Signature):
     answer: bool = dspy.OutputField(desc="true for yes, false for no")
 
 
+def _judge_text(fields: Mapping[str, Any]) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in fields.items())
+
+
+def _as_verdict(answer: Any) -> bool:
+    if isinstance(answer, str):
+        return answer.strip().lower() in {"yes", "true", "y", "1"}
+    return bool(answer)
+
+
+#: While a list: `lm_judge` appends what it would ask (a `JudgeRequest`) and stops the check (`judge_request`).
+_collecting: contextvars.ContextVar[list | None] = contextvars.ContextVar("lmassert_judge_collect", default=None)
+#: Verdicts asked ahead of the checks (`ask_together`): `JudgeRequest.key` -> verdict; `lm_judge` answers from them.
+_answers: contextvars.ContextVar[Mapping[tuple, bool] | None] = contextvars.ContextVar("lmassert_judge_answers",
+                                                                                       default=None)
+
+
+class _Asked(BaseException):
+    """Stops a check at its first `lm_judge` question while its questions are being collected (a BaseException,
+    so that a condition's own `except Exception` does not take it for an error)."""
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    """One `lm_judge` question: the question, the fields it is asked about, the LM (None: the configured one)."""
+
+    question: str
+    fields: Mapping[str, Any]
+    lm: Any = None
+
+    @property
+    def key(self) -> tuple:
+        return (self.question, _judge_text(self.fields), id(self.lm) if self.lm is not None else None)
+
+
+def judge_request(constraint: Constraint, fields: Mapping[str, Any]) -> JudgeRequest | None:
+    """The first question `constraint`'s check asks an LM judge about `fields`, without asking it.
+
+    The condition runs until it calls `lm_judge`, which records its question and stops the condition (code
+    before that call runs, so it runs twice when the check is then made). None when it asks no judge, or
+    fails before it does (the check itself then says why).
+    """
+    asked: list[JudgeRequest] = []
+    token = _collecting.set(asked)
+    try:
+        constraint.check(fields)
+    except _Asked:
+        pass
+    except ConstraintError:
+        return None
+    finally:
+        _collecting.reset(token)
+    return asked[0] if asked else None
+
+
+@functools.lru_cache(maxsize=32)
+def _batched_signature(n: int) -> type[dspy.Signature]:
+    """`text` and `question_1..n` in, `answer_1..n` out: one yes/no verdict per question."""
+    fields: dict[str, Any] = {"text": (str, dspy.InputField())}
+    for i in range(1, n + 1):
+        fields[f"question_{i}"] = (str, dspy.InputField())
+    for i in range(1, n + 1):
+        fields[f"answer_{i}"] = (bool, dspy.OutputField(desc=f"the answer to question_{i}: true for yes, false for no"))
+    return dspy.Signature(fields, "Answer each yes/no question about the text honestly.")
+
+
+def ask_together(requests: Sequence[JudgeRequest], order: Sequence[str] = ()) -> dict[tuple, bool]:
+    """Ask several judge questions about one output in one LM call: `JudgeRequest.key` -> verdict.
+
+    The text shown is the union of the requests' fields (in `order`, then as they come), so a question that
+    alone would see fewer fields sees them all; each question gets its own boolean output field. Needs at
+    least two distinct questions and one LM for all of them. The call counts as one judge call.
+    """
+    distinct = list({r.key: r for r in requests}.values())
+    if len(distinct) < 2:
+        raise ValueError("ask_together needs at least two distinct judge questions")
+    lms = {id(r.lm) for r in distinct}
+    if len(lms) > 1:
+        raise ValueError("ask_together asks one LM; these questions name several")
+    union: dict[str, Any] = {}
+    rank = {name: i for i, name in enumerate(order)}
+    for r in distinct:
+        for k, v in r.fields.items():
+            union.setdefault(k, v)
+    union = dict(sorted(union.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+    predictor = dspy.Predict(_batched_signature(len(distinct)))
+    if distinct[0].lm is not None:
+        predictor.set_lm(distinct[0].lm)
+    note_lm_call()
+    questions = {f"question_{i}": r.question for i, r in enumerate(distinct, 1)}
+    prediction = predictor(text=_judge_text(union), **questions)
+    return {r.key: _as_verdict(prediction[f"answer_{i}"]) for i, r in enumerate(distinct, 1)}
+
+
+@contextlib.contextmanager
+def answering_from(answers: Mapping[tuple, bool]) -> Iterator[None]:
+    """`lm_judge` calls inside answer from `answers` (`ask_together`'s) when they hold the question."""
+    token = _answers.set(answers)
+    try:
+        yield
+    finally:
+        _answers.reset(token)
+
+
 def lm_judge(question: str, /, lm: Any = None, **fields: Any) -> bool:
     """An LM-judged check, e.g. `lm_judge("Is the tweet engaging?", tweet=tweet)`.
 
     Uses the configured LM (or `lm`) with a boolean output field, so it returns a real bool. The
-    question is positional-only, so a field may itself be called `question`.
+    question is positional-only, so a field may itself be called `question`. Within a run that asks
+    several judges about one output together (`batch_judges`), the verdict comes from that call.
     """
-    text = "\n".join(f"{k}: {v}" for k, v in fields.items())
+    collecting = _collecting.get()
+    if collecting is not None:
+        collecting.append(JudgeRequest(question, fields, lm))
+        raise _Asked
+    answers = _answers.get()
+    if answers:
+        known = answers.get(JudgeRequest(question, fields, lm).key)
+        if known is not None:
+            note_judged_verdict()
+            return known
+    text = _judge_text(fields)
     predictor = dspy.Predict(_JudgeSignature)
     note_lm_call()
     if lm is not None:
         predictor.set_lm(lm)
-    answer = predictor(text=text, question=question).answer
-    if isinstance(answer, str):
-        return answer.strip().lower() in {"yes", "true", "y", "1"}
-    return bool(answer)
+    return _as_verdict(predictor(text=text, question=question).answer)

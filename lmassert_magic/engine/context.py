@@ -58,6 +58,8 @@ class RunConfig:
     # A retry that repeats an earlier output of its step is told so; a second repeat stops the step's retries
     # (`RunState.after_repeat`). Off: every retry is spent whatever it returns (as DSPy 2.5 did).
     stop_on_repeat: bool = True
+    # Ask a step's LM judges about one output in one LM call, one verdict per question (`RunState.check_judged`).
+    batch_judges: bool = defaults.BATCH_JUDGES
     log: RunLog = field(default_factory=RunLog)
     # Bring predictors created inside `forward` into the run. It needs a DSPy callback on every module
     # call of the run (about 2 ms each), so activation turns it on only when the program's code builds

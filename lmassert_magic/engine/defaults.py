@@ -9,6 +9,7 @@ The range check of the backtrack budget (`check_max_backtracks`) lives beside it
 from __future__ import annotations
 
 __all__ = [
+    "BATCH_JUDGES",
     "BUDGET",
     "CHECK_TIMEOUT_SECONDS",
     "CONCURRENCY",
@@ -58,6 +59,10 @@ CHECK_TIMEOUT_SECONDS: float = 120.0
 #: The time limit of a `Constraint` built in Python (`engine.Constraint(timeout=...)`): none, so its
 #: check runs inline on the calling thread unless the caller asks for a limit.
 PYTHON_CHECK_TIMEOUT_SECONDS: float | None = None
+
+#: Ask a step's LM judges about one output in one LM call (`activate_assertions(batch_judges=...)`). Off until
+#: batched verdicts are shown to agree with separate ones on the model in use (bench/judge_batching.py).
+BATCH_JUDGES: bool = False
 
 #: Temperature of a retry when the LM's own is 0 or unset (a positive LM temperature is kept).
 RETRY_TEMPERATURE: float = 0.7

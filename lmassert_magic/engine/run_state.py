@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import dspy
 from dspy.dsp.utils.settings import thread_local_overrides
 
-from .constraints import Constraint, learn_uses_lm, uses_lm
+from .constraints import Constraint, answering_from, ask_together, judge_request, learn_uses_lm, uses_lm
 from .context import OBSERVE, PASS_KEY, RUN_STATE_KEY, SHARED, RunConfig, current_attempt, here, inside_check
 from .errors import ConstraintError, DSPyAssertionError, DSPySuggestionError
 from .records import IDENTICAL_OUTPUT, Attempt, ConstraintStats, Counterexample, RunRecord
@@ -380,6 +380,47 @@ class RunState(Scope):
         if passed:
             self.resolve_pending(key, outputs)
         return passed
+
+    def check_judged(self, constraints: Sequence[Constraint], step: tuple, fields: dict[str, Any],
+                     outputs: dict[str, Any]) -> dict[str, bool]:
+        """Check constraints seen asking an LM judge on one output: name -> verdict.
+
+        With `batch_judges` on, the first judge question of each one not yet judged on these fields is asked
+        in one LM call (`constraints.ask_together`) and the checks then take their verdicts from it; a
+        batched call that fails leaves the checks to ask separately.
+        """
+        answers: dict[tuple, bool] = {}
+        if self.config.batch_judges and len(constraints) > 1:
+            answers = self._ask_judges_together(constraints, fields)
+        if not answers:
+            return {c.name: self.check_declared(c, (c.name, step), fields, outputs) for c in constraints}
+        with answering_from(answers):
+            return {c.name: self.check_declared(c, (c.name, step), fields, outputs) for c in constraints}
+
+    def _ask_judges_together(self, constraints: Sequence[Constraint], fields: dict[str, Any]) -> dict[tuple, bool]:
+        with self.lock:
+            unjudged = [c for c in constraints if (c.name, _fields_key(fields)) not in self.judged]
+        if len(unjudged) < 2:
+            return {}
+        token = inside_check.set(True)
+        try:
+            requests = [r for r in (judge_request(c, fields) for c in unjudged) if r is not None]
+            by_lm: dict[int, list] = {}
+            for request in requests:
+                by_lm.setdefault(id(request.lm), []).append(request)
+            answers: dict[tuple, bool] = {}
+            for group in by_lm.values():
+                if len({r.key for r in group}) < 2:
+                    continue
+                try:
+                    with dspy.context(trace=None):  # judges never land in the bootstrap trace
+                        answers.update(ask_together(group, order=list(fields)))
+                except Exception as exc:  # a response that does not parse: each check asks on its own
+                    logger.info("judges asked together failed (%s: %s); asking them one by one",
+                                type(exc).__name__, exc)
+            return answers
+        finally:
+            inside_check.reset(token)
 
     def record_verdict(self, key: tuple, name: str, hard: bool, passed: bool, kind: str) -> None:
         with self.lock:

@@ -146,6 +146,12 @@ def _checks(root: RunState, constraints: Sequence[Constraint], key: tuple, field
                    _blocks(constraints))
 
 
+def _judge_checks(root: RunState, constraints: Sequence[Constraint], key: tuple, fields: dict[str, Any],
+                  outputs: dict[str, Any]) -> Offload:
+    """Checking constraints seen asking an LM judge on one output (together in one call if `batch_judges`)."""
+    return Offload(lambda: root.check_judged(constraints, key, fields, outputs), True)
+
+
 def _messages(root: RunState, failing: Sequence[Constraint], fields: dict[str, Any]) -> Offload:
     """The feedback messages of the failing constraints (a message may be code over the fields)."""
     return Offload(lambda: [root.feedback_text(c, fields) for c in failing], _blocks(failing))
@@ -293,7 +299,7 @@ class Scope:
             if failing and enforcing and judged and repeat != STOP:
                 charged = next((c for c in failing if root.take_budget(c.name, (c.name, key), c.max_backtracks)), None)
             if charged is None and judged:
-                verdicts.update((yield _checks(root, judged, key, fields, outputs)))
+                verdicts.update((yield _judge_checks(root, judged, key, fields, outputs)))
                 failing = [c for c in constraints if not verdicts[c.name]]
             root.note_attempt(record.attempt, outputs, verdicts)
             root.mark_live(record.checks)

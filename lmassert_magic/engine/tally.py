@@ -118,9 +118,18 @@ def note_lm_call() -> None:
         _judge_call_counter()
 
 
+def note_judged_verdict() -> None:
+    """The check now running took an LM judge's verdict asked ahead of it (several judges in one call, counted
+    there): it asks an LM, but made no call itself."""
+    in_check = _calls_in_check.get()
+    if in_check is not None:
+        in_check[0] += 1
+
+
 @contextlib.contextmanager
 def counting_check_calls() -> Iterator[list[int]]:
-    """`[n]`: the LM calls the enclosed check made through `note_lm_call` (an LM judge)."""
+    """`[n]`: the LM-judge verdicts the enclosed check used: calls it made through `note_lm_call`, and verdicts
+    asked ahead of it (`note_judged_verdict`)."""
     calls = [0]
     token = _calls_in_check.set(calls)
     try:
