@@ -1,0 +1,139 @@
+"""LM calls per example of this package's Infer w/ Assert on TweetGen, and what its retries repeat (issue 16).
+
+The peer benchmark's TweetGen program and constraints (bench/peer_programs.py, bench/peer_tasks.py: no_hashtags,
+under_280, has_answer, engaging, faithful; 2 backtracks, shared budget) on the first N dev examples, from a cold
+cache, on the embedded model. Per example: every LM call (judge calls included, also counted apart) and, from
+the run's attempt records, each retry whose outputs equal an earlier attempt's of the same step (same inputs)
+and what the next retry of that step returned.
+
+    flock /tmp/lmassert-model.lock .venv/bin/python bench/retry_economy.py --n 8 --label after
+    ... --no-stop-on-repeat     # the engine as it was: every retry spent whatever it returns
+    ... --batch-judges          # a step's LM judges asked in one call
+
+Writes bench/results/retry_economy_<label>.json and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import peer_programs as programs  # noqa: E402
+
+from lmassert_magic.engine import run_record_of  # noqa: E402
+from lmassert_magic.engine.tally import tally_lm  # noqa: E402
+
+
+def dev_examples(n: int) -> list[dict[str, Any]]:
+    from peers import load_examples
+
+    return [ex for ex in load_examples("tweetgen") if ex["id"].startswith("dev-")][:n]
+
+
+def repeats(record: Any) -> list[dict[str, Any]]:
+    """Retries whose (inputs, outputs) equal an earlier attempt's of the same step, and the step's next attempt."""
+    found = []
+    by_step: dict[str, list[Any]] = {}
+    for attempt in record.attempts:
+        by_step.setdefault(attempt.step, []).append(attempt)
+    for step, attempts in by_step.items():
+        for i, attempt in enumerate(attempts):
+            if attempt.reason != "retry" or attempt.error:
+                continue
+            key = repr((sorted(attempt.inputs.items()), sorted(attempt.outputs.items())))
+            earlier = [a for a in attempts[:i]
+                       if repr((sorted(a.inputs.items()), sorted(a.outputs.items()))) == key]
+            if not earlier:
+                continue
+            nxt = attempts[i + 1] if i + 1 < len(attempts) else None
+            found.append({
+                "step": step, "attempt": attempt.attempt, "same_as_attempt": earlier[-1].attempt,
+                "same_as_previous": attempts[i - 1] is earlier[-1],
+                "feedback": attempt.feedback,
+                "next": None if nxt is None else {
+                    "reason": nxt.reason,
+                    "identical_again": repr((sorted(nxt.inputs.items()), sorted(nxt.outputs.items()))) == key,
+                    "passed": all(nxt.verdicts.values()) if nxt.verdicts else None,
+                },
+                "stopped": getattr(attempt, "stopped", None),
+            })
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--label", default="run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-stop-on-repeat", action="store_true")
+    parser.add_argument("--batch-judges", action="store_true")
+    args = parser.parse_args(argv)
+
+    from lmassert_magic.lm import configure_lm
+
+    configure_lm("local")
+    programs.cold_cache()
+    judge = programs.CountingJudge()
+    program = programs.build(programs.OURS, "tweetgen", judge, seed=args.seed)
+    config = program._lmassert_config
+    options = {"stop_on_repeat": not args.no_stop_on_repeat, "batch_judges": args.batch_judges}
+    for name, value in options.items():
+        if hasattr(config, name):
+            setattr(config, name, value)
+        else:
+            print(f"note: this engine has no option {name}; running without it", flush=True)
+            options[name] = None
+    rows = []
+    started = time.perf_counter()
+    for k, example in enumerate(dev_examples(args.n), 1):
+        with tally_lm() as tally:
+            error, outputs, record = None, None, None
+            try:
+                prediction = program(question=example["question"], context=example["context"])
+                outputs = {"answer": prediction.answer, "tweet": prediction.tweet}
+                record = run_record_of(prediction)
+            except Exception as exc:  # a hard failure loses the example
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                record = getattr(exc, "record", None)
+        attempts = record.attempts if record is not None else []
+        row = {
+            "id": example["id"], "error": error, "outputs": outputs,
+            "lm_calls": tally.calls, "cache_hits": tally.cache_hits,
+            "judge_calls": sum(a.judge_calls for a in attempts),
+            "step_calls": sum(a.lm_calls for a in attempts),
+            "verdicts": {n: s.passed_final for n, s in (record.constraints.items() if record else [])},
+            "repeats": repeats(record) if record is not None else [],
+            "attempts": [{"step": a.step, "attempt": a.attempt, "reason": a.reason, "outputs": a.outputs,
+                          "feedback": a.feedback, "verdicts": a.verdicts, "judge_calls": a.judge_calls,
+                          "stopped": getattr(a, "stopped", None)} for a in attempts],
+        }
+        rows.append(row)
+        print(f"{k}/{args.n} {example['id']}: {row['lm_calls']} calls ({row['judge_calls']} judge), "
+              f"{len(row['repeats'])} repeated retries{'; ' + error if error else ''}", flush=True)
+    seconds = time.perf_counter() - started
+    calls = [r["lm_calls"] for r in rows]
+    summary = {
+        "label": args.label, "n": len(rows), "options": options, "seed": args.seed, "seconds": round(seconds, 1),
+        "lm_calls_per_example": statistics.mean(calls) if calls else None,
+        "judge_calls_per_example": statistics.mean(r["judge_calls"] for r in rows) if rows else None,
+        "repeated_retries": sum(len(r["repeats"]) for r in rows),
+        "retries": sum(1 for r in rows for a in r["attempts"] if a["reason"] == "retry"),
+        "all_passed": sum(1 for r in rows if r["verdicts"] and all(r["verdicts"].values())),
+    }
+    out = HERE / "results" / f"retry_economy_{args.label}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "examples": rows}, indent=1, default=str), encoding="utf-8")
+    print(json.dumps(summary, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
