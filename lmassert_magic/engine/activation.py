@@ -8,7 +8,7 @@ call by a DSPy callback. Declared constraints are attached to the predictors the
 
 from __future__ import annotations
 
-import contextlib
+import contextvars
 import functools
 import logging
 import types
@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import dspy
+from dspy.dsp.utils.settings import main_thread_config, thread_local_overrides
+from dspy.dsp.utils.utils import dotdict
 from dspy.utils.callback import BaseCallback
 
 from . import defaults
@@ -225,50 +227,79 @@ def _base_class(cls: type) -> type:
 
 def run_asserted(fn: Callable[[], Any], config: RunConfig) -> Any:
     """Run `fn` as one asserted run; its RunRecord goes to `config.log` and any active collectors."""
-    with _asserted_run(config) as state:
+    state, scope_token = _open_run(config)
+    settings_token = error = None
+    try:
+        settings_token = _run_settings(state, config)
         result = state.run(fn)
         _attach_record(result, state.record)
         return result
+    except BaseException as exc:
+        error = exc
+        _attach_error_record(exc, state)
+        raise
+    finally:
+        _close_run(state, config, scope_token, settings_token, error)
 
 
 async def arun_asserted(afn: Callable[[], Awaitable[Any]], config: RunConfig) -> Any:
     """`run_asserted` for async code: `afn()` is awaited, once per pass; the run is this task's alone."""
-    with _asserted_run(config) as state:
+    state, scope_token = _open_run(config)
+    settings_token = error = None
+    try:
+        settings_token = _run_settings(state, config)
         result = await state.arun(afn)
         _attach_record(result, state.record)
         return result
+    except BaseException as exc:
+        error = exc
+        _attach_error_record(exc, state)
+        raise
+    finally:
+        _close_run(state, config, scope_token, settings_token, error)
 
 
-@contextlib.contextmanager
-def _asserted_run(config: RunConfig) -> Iterator[RunState]:
-    """The run's state, its context (usage counting, adopting predictors) and its record, for either path."""
+# A run's context (usage counting, adopting predictors, the run itself for DSPy's worker threads) is what
+# `dspy.context(...)` around it would give, set and reset directly: every call of an activated program opens
+# and closes one, and the generator machinery of two nested context managers was a measurable part of it.
+
+
+def _open_run(config: RunConfig) -> tuple[RunState, contextvars.Token]:
     state = RunState(config)
     token = current_scope.set(state)
     run_started()
-    error: BaseException | None = None
-    try:
-        recall_cached_usage()
-        usage = TokenSink(state.add_usage, dspy.settings.get("usage_tracker"), state.add_cached_usage)
-        extra: dict[str, Any] = {}
-        if config.adopt_forward_predictors is not False:
-            extra["callbacks"] = [*list(dspy.settings.get("callbacks") or []), _ADOPT]
-        with dspy.context(usage_tracker=usage, **extra, **{RUN_STATE_KEY: state}):
-            yield state
-    except BaseException as exc:
-        error = exc
-        if isinstance(exc, Exception):
-            try:
-                exc.run_record = state.record  # type: ignore[attr-defined]
-            except AttributeError:
-                state.record.warnings.append(f"could not attach the run record to {type(exc).__name__}")
-        raise
-    finally:
-        current_scope.reset(token)
-        run_ended()
-        record = state.finish(error)
-        config.log.add(record)
-        for collector in dspy.settings.get(COLLECTORS_KEY) or ():
-            collector.add(record)
+    return state, token
+
+
+def _run_settings(state: RunState, config: RunConfig) -> contextvars.Token:
+    """`dspy.context(usage_tracker=..., callbacks=..., RUN_STATE_KEY=state)` entered; reset its token to leave."""
+    recall_cached_usage()
+    settings = {**main_thread_config, **thread_local_overrides.get()}
+    settings["usage_tracker"] = TokenSink(state.add_usage, settings.get("usage_tracker"), state.add_cached_usage)
+    if config.adopt_forward_predictors is not False:
+        settings["callbacks"] = [*list(settings.get("callbacks") or []), _ADOPT]
+    settings[RUN_STATE_KEY] = state
+    return thread_local_overrides.set(dotdict(settings))
+
+
+def _attach_error_record(exc: BaseException, state: RunState) -> None:
+    if isinstance(exc, Exception):
+        try:
+            exc.run_record = state.record  # type: ignore[attr-defined]
+        except AttributeError:
+            state.record.warnings.append(f"could not attach the run record to {type(exc).__name__}")
+
+
+def _close_run(state: RunState, config: RunConfig, scope_token: contextvars.Token,
+               settings_token: contextvars.Token | None, error: BaseException | None) -> None:
+    if settings_token is not None:
+        thread_local_overrides.reset(settings_token)
+    current_scope.reset(scope_token)
+    run_ended()
+    record = state.finish(error)
+    config.log.add(record)
+    for collector in dspy.settings.get(COLLECTORS_KEY) or ():
+        collector.add(record)
 
 
 def _attach_record(result: Any, record: RunRecord) -> None:

@@ -110,12 +110,13 @@ def run_ended() -> None:
 
 
 def here() -> tuple[int, Any]:
-    """Who is running: this thread, and its asyncio task if one runs (tasks of one loop share a thread)."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # no event loop runs on this thread
-        task = None
-    return threading.get_ident(), task
+    """Who is running: this thread, and its asyncio task if one runs (tasks of one loop share a thread).
+
+    Every predictor call asks, mostly on the sync path: `asyncio._get_running_loop` (the low-level twin of
+    `get_running_loop` that returns None instead of raising) spares it raising and catching an exception.
+    """
+    loop = asyncio._get_running_loop()
+    return threading.get_ident(), (asyncio.current_task(loop) if loop is not None else None)
 
 
 def active_scope() -> Scope | None:

@@ -6,10 +6,10 @@ the lock around everything they touch. `finish` turns the verdicts into the run'
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -24,10 +24,17 @@ from .records import IDENTICAL_OUTPUT, Attempt, ConstraintStats, Counterexample,
 from .retry import REPEAT_NOTE, RetryPlan, retry_request
 from .scopes import NOTE, STOP, Backtrack, Branch, CallRecord, Scope, same_step
 from .streaming import Notice, aannounce, announce
-from .tally import counting_check_calls, usage_numbers
+from .tally import start_counting_check_calls, stop_counting_check_calls, usage_numbers
 from .targets import predictor_label
 
 logger = logging.getLogger("lmassert_magic")
+
+
+class Counter(collections.Counter):
+    """`collections.Counter`, made without its Python-level `__init__` (a run makes ten, all empty)."""
+
+    __init__ = dict.__init__  # type: ignore[assignment]
+
 
 #: The step's retries that repeated an earlier output after which its retrying stops.
 REPEATS_TO_STOP = 2
@@ -358,26 +365,29 @@ class RunState(Scope):
                        outputs: dict[str, Any]) -> bool:
         """Check `constraint`; a check that asks an LM is judged once per distinct set of fields in a run."""
         memo_key = (constraint.name, _fields_key(fields)) if uses_lm(constraint) else None
-        with self.lock:
-            passed = self.judged.get(memo_key) if memo_key is not None else None
+        passed = None
+        if memo_key is not None:
+            with self.lock:
+                passed = self.judged.get(memo_key)
         if passed is None:
             token = inside_check.set(True)  # predictors a check calls (LM judges) are not steps of the run
+            calls, counting = start_counting_check_calls()
             try:
-                with counting_check_calls() as calls:
-                    passed = constraint.check(fields)
+                passed = constraint.check(fields)
             except ConstraintError:
                 with self.lock:
                     check = self.checks.setdefault(key, _Check(constraint.name, constraint.hard))
                     check.error = True
                 raise
             finally:
+                stop_counting_check_calls(counting)
                 inside_check.reset(token)
             if calls[0]:
                 learn_uses_lm(constraint)
                 with self.lock:
                     self.judged[memo_key or (constraint.name, _fields_key(fields))] = passed
         self.record_verdict(key, constraint.name, constraint.hard, passed, kind="declared")
-        if passed:
+        if passed and self.pending:  # a counterexample of this check waits for its fix
             self.resolve_pending(key, outputs)
         return passed
 
@@ -497,8 +507,11 @@ class RunState(Scope):
         for name, checks in verdicts.items():
             stats = record.constraints[name]
             stats.examples = 1
-            stats.passed_first = int(all(c.first for c in checks))
-            stats.passed_final = int(all(c.last for c in checks))
+            first = final = 1
+            for c in checks:
+                first &= bool(c.first)
+                final &= bool(c.last)
+            stats.passed_first, stats.passed_final = int(first), int(final)
         for name, used in self.by_constraint.items():
             record.constraints.setdefault(name, ConstraintStats(name, False)).backtracks += used
         record.kinds = dict(self.kinds)

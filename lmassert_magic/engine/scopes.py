@@ -128,11 +128,16 @@ Steps = Generator[Any, Any, Any]
 
 @dataclass
 class Offload:
-    """Constraint code a step runs (checks, feedback messages). On the async path `blocking` code (a check with a
-    time limit, as `%%assert` gives, or one seen asking an LM judge) runs on a worker thread: the loop goes on."""
+    """Constraint code a step runs (checks, feedback messages). On the async path blocking code (`blocking`, or
+    code of `constraints` one of which has a time limit, as `%%assert` gives, or was seen asking an LM judge) runs
+    on a worker thread: the loop goes on. Only `adrive` asks (`blocks`), so the sync path never works it out."""
 
     fn: Callable[[], Any]
-    blocking: bool
+    blocking: bool = False
+    constraints: Sequence[Constraint] = ()
+
+    def blocks(self) -> bool:
+        return self.blocking or _blocks(self.constraints)
 
 
 def _blocks(constraints: Sequence[Constraint]) -> bool:
@@ -143,7 +148,7 @@ def _checks(root: RunState, constraints: Sequence[Constraint], key: tuple, field
             outputs: dict[str, Any]) -> Offload:
     """Checking `constraints` on one output: name -> verdict."""
     return Offload(lambda: {c.name: root.check_declared(c, (c.name, key), fields, outputs) for c in constraints},
-                   _blocks(constraints))
+                   constraints=constraints)
 
 
 def _judge_checks(root: RunState, constraints: Sequence[Constraint], key: tuple, fields: dict[str, Any],
@@ -154,7 +159,7 @@ def _judge_checks(root: RunState, constraints: Sequence[Constraint], key: tuple,
 
 def _messages(root: RunState, failing: Sequence[Constraint], fields: dict[str, Any]) -> Offload:
     """The feedback messages of the failing constraints (a message may be code over the fields)."""
-    return Offload(lambda: [root.feedback_text(c, fields) for c in failing], _blocks(failing))
+    return Offload(lambda: [root.feedback_text(c, fields) for c in failing], constraints=failing)
 
 
 def drive(steps: Steps, call: Callable[..., Any]) -> Any:
@@ -191,7 +196,7 @@ async def adrive(steps: Steps, acall: Callable[..., Any]) -> Any:
             continue
         try:
             if isinstance(request, Offload):  # a worker thread gets a copy of this task's context
-                reply = await asyncio.to_thread(request.fn) if request.blocking else request.fn()
+                reply = await asyncio.to_thread(request.fn) if request.blocks() else request.fn()
             else:
                 reply = await acall(**request)
         except BaseException as exc:

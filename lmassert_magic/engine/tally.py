@@ -130,12 +130,22 @@ def note_judged_verdict() -> None:
 def counting_check_calls() -> Iterator[list[int]]:
     """`[n]`: the LM-judge verdicts the enclosed check used: calls it made through `note_lm_call`, and verdicts
     asked ahead of it (`note_judged_verdict`)."""
-    calls = [0]
-    token = _calls_in_check.set(calls)
+    calls, token = start_counting_check_calls()
     try:
         yield calls
     finally:
-        _calls_in_check.reset(token)
+        stop_counting_check_calls(token)
+
+
+def start_counting_check_calls() -> tuple[list[int], contextvars.Token]:
+    """`counting_check_calls` without the context manager, for the run's per-check path: `[n]` and the token
+    to hand to `stop_counting_check_calls` (in a `finally`)."""
+    calls = [0]
+    return calls, _calls_in_check.set(calls)
+
+
+def stop_counting_check_calls(token: contextvars.Token) -> None:
+    _calls_in_check.reset(token)
 
 
 class LMTally(BaseCallback):
