@@ -60,8 +60,11 @@ CHECK_TIMEOUT_SECONDS: float = 120.0
 #: check runs inline on the calling thread unless the caller asks for a limit.
 PYTHON_CHECK_TIMEOUT_SECONDS: float | None = None
 
-#: Ask a step's LM judges about one output in one LM call (`activate_assertions(batch_judges=...)`). Off until
-#: batched verdicts are shown to agree with separate ones on the model in use (bench/judge_batching.py).
+#: Ask a step's LM judges about one output in one LM call (`activate_assertions(batch_judges=...)`). Off: on the
+#: embedded model, TweetGen's engaging and faithful judges asked together agreed with the same judges asked apart
+#: on 49% of 160 verdicts (95% CI 42-57%, kappa -0.01; the batched call said yes to the first question and no to
+#: the second every time; bench/judge_batching.py, bench/results/judge_batching.json). Turn it on for an LM whose
+#: batched verdicts agree with its separate ones (measure with that script).
 BATCH_JUDGES: bool = False
 
 #: Temperature of a retry when the LM's own is 0 or unset (a positive LM temperature is kept).
