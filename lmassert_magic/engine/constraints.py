@@ -84,8 +84,8 @@ def _select(fn: Callable[..., Any], fields: Mapping[str, Any], constraint: str) 
         wanted, required = _params.__wrapped__(fn)
     if wanted is None:
         return dict(fields)
-    missing = sorted(required - set(fields))
-    if missing:
+    if not required.issubset(fields):
+        missing = sorted(required - set(fields))
         raise ConstraintError(
             constraint,
             f"needs field(s) {', '.join(missing)} but the step has {', '.join(sorted(fields)) or 'none'}",
@@ -95,6 +95,29 @@ def _select(fn: Callable[..., Any], fields: Mapping[str, Any], constraint: str) 
 
 def _is_bool(value: Any) -> bool:
     return isinstance(value, bool) or type(value).__name__ == "bool_"
+
+
+def hide_trace() -> contextvars.Token | None:
+    """Set DSPy's bootstrap trace aside in this context (LM judges inside a check must not land in it): what
+    `dspy.context(trace=None)` does, without its generator machinery, as every check of every call asks. None
+    when no trace is kept; hand the result to `show_trace`."""
+    overrides = thread_local_overrides.get()
+    if overrides.get("trace", main_thread_config.get("trace")) is None:
+        return None
+    return thread_local_overrides.set(dotdict({**main_thread_config, **overrides, "trace": None}))
+
+
+def show_trace(token: contextvars.Token | None) -> None:
+    if token is not None:
+        thread_local_overrides.reset(token)
+
+
+def _outside_trace(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    token = hide_trace()
+    try:
+        return fn(**kwargs)
+    finally:
+        show_trace(token)
 
 
 @dataclass
@@ -161,23 +184,12 @@ class Constraint:
         return str(text)
 
     def _call(self, fn: Callable[..., Any], kwargs: dict[str, Any], what: str) -> Any:
-        def run() -> Any:
-            if dspy.settings.trace is None:
-                return fn(**kwargs)
-            # LM judges inside a check must not land in the bootstrap trace: `dspy.context(trace=None)`, entered
-            # without its generator machinery (every check of every call passes here)
-            token = thread_local_overrides.set(dotdict({**main_thread_config, **thread_local_overrides.get(),
-                                                        "trace": None}))
-            try:
-                return fn(**kwargs)
-            finally:
-                thread_local_overrides.reset(token)
-
         try:
             if self.timeout is None:
-                return run()
+                return _outside_trace(fn, kwargs)
             ctx = contextvars.copy_context()
-            finished, value, error = _run_with_time_limit(lambda: ctx.run(run), self.timeout, self.name)
+            finished, value, error = _run_with_time_limit(lambda: ctx.run(_outside_trace, fn, kwargs), self.timeout,
+                                                          self.name)
             if not finished:
                 raise ConstraintError(self.name, f"{what} did not finish within {self.timeout:g}s")
             if error is not None:

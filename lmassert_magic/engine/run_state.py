@@ -17,7 +17,16 @@ from typing import Any, NoReturn
 import dspy
 from dspy.dsp.utils.settings import thread_local_overrides
 
-from .constraints import Constraint, answering_from, ask_together, judge_request, learn_uses_lm, uses_lm
+from .constraints import (
+    Constraint,
+    answering_from,
+    ask_together,
+    hide_trace,
+    judge_request,
+    learn_uses_lm,
+    show_trace,
+    uses_lm,
+)
 from .context import OBSERVE, PASS_KEY, RUN_STATE_KEY, SHARED, RunConfig, current_attempt, here, inside_check
 from .errors import ConstraintError, DSPyAssertionError, DSPySuggestionError
 from .records import IDENTICAL_OUTPUT, Attempt, ConstraintStats, Counterexample, RunRecord
@@ -314,6 +323,8 @@ class RunState(Scope):
         return attempt if attempt.seq < len(attempts) and attempts[attempt.seq] is attempt else None
 
     def take_plan(self, key: tuple) -> RetryPlan | None:
+        if not self.plans:  # the usual case (no retry planned); a plan for this step is set before its call
+            return None
         with self.lock:
             return self.plans.pop(key, None)
 
@@ -390,6 +401,16 @@ class RunState(Scope):
         if passed and self.pending:  # a counterexample of this check waits for its fix
             self.resolve_pending(key, outputs)
         return passed
+
+    def check_outputs(self, constraints: Sequence[Constraint], step: tuple, fields: dict[str, Any],
+                      outputs: dict[str, Any]) -> dict[str, bool]:
+        """`check_declared` of each constraint on one output of step `step`: name -> verdict. The bootstrap trace
+        is set aside once for them all (each check would otherwise set it aside for itself)."""
+        hidden = hide_trace()
+        try:
+            return {c.name: self.check_declared(c, (c.name, step), fields, outputs) for c in constraints}
+        finally:
+            show_trace(hidden)
 
     def check_judged(self, constraints: Sequence[Constraint], step: tuple, fields: dict[str, Any],
                      outputs: dict[str, Any]) -> dict[str, bool]:

@@ -147,8 +147,7 @@ def _blocks(constraints: Sequence[Constraint]) -> bool:
 def _checks(root: RunState, constraints: Sequence[Constraint], key: tuple, fields: dict[str, Any],
             outputs: dict[str, Any]) -> Offload:
     """Checking `constraints` on one output: name -> verdict."""
-    return Offload(lambda: {c.name: root.check_declared(c, (c.name, key), fields, outputs) for c in constraints},
-                   constraints=constraints)
+    return Offload(lambda: root.check_outputs(constraints, key, fields, outputs), constraints=constraints)
 
 
 def _judge_checks(root: RunState, constraints: Sequence[Constraint], key: tuple, fields: dict[str, Any],
