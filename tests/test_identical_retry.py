@@ -139,3 +139,30 @@ def test_with_stop_on_repeat_off_every_retry_is_spent(scripted_lm):
     program(question="q")
     assert len(lm.prompts) == BUDGET + 1
     assert not any(REPEAT_NOTE in feedback_of(p) for p in lm.prompts)
+
+
+def test_the_output_kept_after_a_stop_is_judged(scripted_lm):
+    # a judge is skipped on outputs that will be retried; the output a stop lets through is judged once
+    from lmassert_magic import Constraint, lm_judge
+
+    def respond(messages):
+        if "## answer ## ]]" in messages[-1]["content"].split("Respond with")[-1]:
+            return {"answer": True}
+        return {"tweet": "same #tag"}
+
+    lm = scripted_lm(respond)
+    judged: list[str] = []
+
+    def engaging(tweet):
+        judged.append(tweet)
+        return lm_judge("Is the tweet engaging?", tweet=tweet)
+
+    constraints = [Constraint("engaging", engaging, "Be lively."), hashtag_constraint()]
+    program = activate_assertions(dspy.Predict(Tweet), BUDGET, constraints=constraints)
+    program(question="warm-up")  # learns that `engaging` asks an LM
+    judged.clear()
+    before = len(lm.prompts)
+    record = run_record_of(program(question="q"))
+    assert judged == ["same #tag"] and len(lm.prompts) - before == 3 + 1  # three attempts, one judge call
+    assert record.attempts[-1].stopped == IDENTICAL_OUTPUT
+    assert record.constraints["engaging"].passed_final == 1 and record.constraints["no_hashtags"].final_failures == 1
