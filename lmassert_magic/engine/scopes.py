@@ -60,9 +60,10 @@ def field_names(signature: type) -> tuple[frozenset[str], tuple[str, ...]]:
     return frozenset(signature.input_fields), tuple(signature.output_fields)
 
 
-def outputs_of(predictor: Any, prediction: Any) -> dict[str, Any]:
+def outputs_of(predictor: Any, prediction: Any, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The output fields of `predictor` (`names`, if its signature's are known already) in `prediction`."""
     out = {}
-    for name in field_names(predictor.signature)[1]:
+    for name in field_names(predictor.signature)[1] if names is None else names:
         try:
             out[name] = prediction[name]
         except (KeyError, AttributeError):
@@ -227,7 +228,7 @@ class Scope:
         root = self.root
         self._ensure_current()
         name = root.name_of(predictor)
-        input_names = field_names(predictor.signature)[0]
+        input_names, output_names = field_names(predictor.signature)
         inputs = {k: v for k, v in kwargs.items() if k in input_names}
         index = len(self.calls)
         key = self._step_key(index, name, inputs)
@@ -255,7 +256,7 @@ class Scope:
                 root.count_failed_call()
                 root.end_attempt(record.attempt, exc)
                 raise
-            outputs = outputs_of(predictor, prediction)
+            outputs = outputs_of(predictor, prediction, output_names)
             root.note_attempt(record.attempt, outputs)
             root.note_repeat(key, record.attempt, {**inputs, **outputs}, retry=plan is not None)
             if plan is not None and not self._is_current():
@@ -266,7 +267,7 @@ class Scope:
             if constraints:
                 attempt = plan.attempt if plan else 0
                 prediction, trace_inputs = yield from self._check_declared(record, kwargs, prediction, trace_inputs,
-                                                                           constraints, attempt)
+                                                                           constraints, attempt, outputs)
         finally:
             root.end_attempt(record.attempt)
         record.prediction, record.trace_inputs = prediction, dict(trace_inputs)
@@ -281,13 +282,16 @@ class Scope:
         trace_inputs: dict[str, Any],
         constraints: Sequence[Constraint],
         attempt: int,
+        outputs: dict[str, Any] | None = None,
     ) -> Generator[Any, Any, tuple[Any, dict[str, Any]]]:
+        """`outputs`: those of `prediction`, if known already (each retry's are read from its prediction)."""
         root = self.root
         predictor, key = record.predictor, record.key
         record.checks = tuple((c.name, key) for c in constraints)
         retried = False
         while True:
-            outputs = outputs_of(predictor, prediction)
+            if outputs is None:
+                outputs = outputs_of(predictor, prediction)
             fields = {**record.inputs, **outputs}
             enforcing = root.config.mode != OBSERVE
             if retried:
@@ -338,6 +342,7 @@ class Scope:
                 root.end_attempt(record.attempt, exc)
                 raise
             retried = True
+            outputs = None
             self._ensure_current()
 
     # -- inline Assert / Suggest ------------------------------------------------------------------
