@@ -9,6 +9,7 @@ and what the next retry of that step returned.
     flock /tmp/lmassert-model.lock .venv/bin/python bench/retry_economy.py --n 8 --label after
     ... --no-stop-on-repeat     # the engine as it was: every retry spent whatever it returns
     ... --batch-judges          # a step's LM judges asked in one call
+    ... --retry-temperature 0   # retries at temperature 0: a repeated prompt gets the same answer
 
 Writes bench/results/retry_economy_<label>.json and prints a summary.
 """
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-stop-on-repeat", action="store_true")
     parser.add_argument("--batch-judges", action="store_true")
+    parser.add_argument("--retry-temperature", type=float, default=None,
+                        help="temperature of retries (default: the engine's, 0.7); 0 makes a repeated prompt repeat")
     args = parser.parse_args(argv)
 
     from lmassert_magic.lm import configure_lm
@@ -85,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     program = programs.build(programs.OURS, "tweetgen", judge, seed=args.seed)
     config = program._lmassert_config
     options = {"stop_on_repeat": not args.no_stop_on_repeat, "batch_judges": args.batch_judges}
+    if args.retry_temperature is not None:
+        config.retry_temperature = args.retry_temperature
     for name, value in options.items():
         if hasattr(config, name):
             setattr(config, name, value)
@@ -121,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     seconds = time.perf_counter() - started
     calls = [r["lm_calls"] for r in rows]
     summary = {
-        "label": args.label, "n": len(rows), "options": options, "seed": args.seed, "seconds": round(seconds, 1),
+        "label": args.label, "n": len(rows), "options": options, "retry_temperature": config.retry_temperature,
+        "seed": args.seed, "seconds": round(seconds, 1),
         "lm_calls_per_example": statistics.mean(calls) if calls else None,
         "judge_calls_per_example": statistics.mean(r["judge_calls"] for r in rows) if rows else None,
         "repeated_retries": sum(len(r["repeats"]) for r in rows),
