@@ -11,7 +11,8 @@ and what the next retry of that step returned.
     ... --batch-judges          # a step's LM judges asked in one call
     ... --retry-temperature 0   # retries at temperature 0: a repeated prompt gets the same answer
 
-Writes bench/results/retry_economy_<label>.json and prints a summary.
+Writes bench/results/retry_economy_<label>.json and prints a summary. `--report` runs nothing: it writes the
+section between the `economies` markers of bench/RESULTS.md from those JSONs and bench/results/judge_batching.json.
 """
 
 from __future__ import annotations
@@ -69,6 +70,77 @@ def repeats(record: Any) -> list[dict[str, Any]]:
     return found
 
 
+RESULTS_MD = HERE / "RESULTS.md"
+BEGIN, END = "<!-- economies:begin -->", "<!-- economies:end -->"
+RUNS = (("before", "the engine before these economies (2927bfa)"),
+        ("batched", "identical-retry stop on, batch_judges on"),
+        ("t0_nostop", "retries at temperature 0, identical-retry stop off"),
+        ("t0_stop", "retries at temperature 0, identical-retry stop on"))
+
+
+def report_section() -> str:
+    """The RESULTS.md section, every number read from the committed JSONs."""
+    lines = [BEGIN, "## Engine call economies on TweetGen (`bench/retry_economy.py`, `bench/judge_batching.py`)", ""]
+    lines += ["Infer w/ Assert on the first TweetGen dev examples (the peer benchmark's program and five constraints, "
+              "2 backtracks, shared budget), embedded model, cold cache. A repeated retry returns the step's inputs "
+              "and outputs of an earlier attempt.", "",
+              "| run | n | LM calls / example | judge calls / example | retries | repeated retries | stopped on a "
+              "repeat | all constraints pass |", "|---|---|---|---|---|---|---|---|"]
+    found = {}
+    for label, what in RUNS:
+        path = HERE / "results" / f"retry_economy_{label}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text(encoding="utf-8"))
+        s, rows = data["summary"], data["examples"]
+        stopped = sum(1 for r in rows for a in r["attempts"] if a.get("stopped"))
+        found[label] = s
+        lines.append(f"| {what} | {s['n']} | {s['lm_calls_per_example']:.2f} | {s['judge_calls_per_example']:.2f} | "
+                     f"{s['retries']} | {s['repeated_retries']} | {stopped} | {s['all_passed']} of {s['n']} |")
+    lines.append("")
+    for label, what in RUNS:
+        if label in found and found[label]["repeated_retries"]:
+            path = HERE / "results" / f"retry_economy_{label}.json"
+            rows = json.loads(path.read_text(encoding="utf-8"))["examples"]
+            reps = [rep for r in rows for rep in r["repeats"]]
+            told = [rep for rep in reps if rep["next"] is not None]
+            changed = sum(1 for rep in told if not rep["next"]["identical_again"])
+            lines.append(f"* {what}: {len(reps)} of {found[label]['retries']} retries repeated an earlier output; "
+                         f"{len(told)} of them had a retry after them (told of the repeat when the stop was on), "
+                         f"which changed the output {changed} time(s); the others were on the last retry the "
+                         f"budget allowed.")
+    lines.append("* With 2 backtracks and one constrained step, a stop cannot save a call: the first repeat can come "
+                 "no earlier than the first retry, is retried with the note, and a second repeat comes when the "
+                 "budget is spent anyway. The stop saves calls with larger or per-constraint budgets, or where "
+                 "several steps share the budget.")
+    if "before" in found and "batched" in found:
+        b, a = found["before"], found["batched"]
+        lines.append(f"* Asking both judges in one call cut judge calls from {b['judge_calls_per_example']:.2f} to "
+                     f"{a['judge_calls_per_example']:.2f} per example but examples passing every constraint fell "
+                     f"from {b['all_passed']} to {a['all_passed']} of {b['n']}: batching stays off by default.")
+    if "t0_nostop" in found and "t0_stop" in found:
+        o, n = found["t0_nostop"], found["t0_stop"]
+        lines.append(f"* With retries at temperature 0, the identical-retry stop changed LM calls per example from "
+                     f"{o['lm_calls_per_example']:.2f} to {n['lm_calls_per_example']:.2f} and examples passing every "
+                     f"constraint from {o['all_passed']} to {n['all_passed']} of {o['n']}.")
+    judges = HERE / "results" / "judge_batching.json"
+    if judges.exists():
+        lines += [f"* {line}" for line in json.loads(judges.read_text(encoding="utf-8"))["sentences"]]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_report() -> None:
+    text = RESULTS_MD.read_text(encoding="utf-8")
+    section = report_section()
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    RESULTS_MD.write_text(text, encoding="utf-8")
+    print(f"wrote the economies section of {RESULTS_MD}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8)
@@ -76,9 +148,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-stop-on-repeat", action="store_true")
     parser.add_argument("--batch-judges", action="store_true")
+    parser.add_argument("--report", action="store_true", help="only write the RESULTS.md section from the JSONs")
     parser.add_argument("--retry-temperature", type=float, default=None,
                         help="temperature of retries (default: the engine's, 0.7); 0 makes a repeated prompt repeat")
     args = parser.parse_args(argv)
+    if args.report:
+        write_report()
+        return
 
     from lmassert_magic.lm import configure_lm
 
