@@ -46,6 +46,7 @@ def run(repo: Path, keep: bool) -> dict:
     env.pop("PYTHONPATH", None)
     env.pop("VIRTUAL_ENV", None)
     print(f"[main-command] {commit[:12]} in {clone}\n[main-command] $ {command}", flush=True)
+    load_at_start = os.getloadavg()[0]
     start = time.perf_counter()
     lines: list[str] = []
     with subprocess.Popen(["bash", "-c", command], cwd=clone, env=env, stdout=subprocess.PIPE,
@@ -67,6 +68,8 @@ def run(repo: Path, keep: bool) -> dict:
         "notebook_seconds": executed,
         "setup_seconds": round(total - executed, 1) if executed is not None else None,
         "caches": "fresh clone and venv; empty DSPy and calibration caches; pip's download cache as found",
+        # 1-minute load average at the start and the end: the same command runs slower on a busy machine
+        "load_average": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
     }
     if not keep:
         subprocess.run(["rm", "-rf", str(work)], check=False)

@@ -253,7 +253,14 @@ def main_command_note(record: Path) -> str:
     return (f"The README's main command, timed by `bench/main_command.py` on {facts['date']} (commit "
             f"{facts['commit'][:12]}, {facts['cpu_count']} cores; {facts['caches']}): "
             f"{facts['total_seconds']:.0f} s in all, of which set-up {facts['setup_seconds']:.0f} s and the "
-            f"notebook {facts['notebook_seconds']} s.")
+            f"notebook {facts['notebook_seconds']} s" + _load_note(facts.get("load_average")) + ".")
+
+
+def _load_note(load: list[float] | None) -> str:
+    """'; 1-minute load average 5.2 at the start and 4.1 at the end' (a shared machine runs slower)."""
+    if not load:
+        return ""
+    return f"; 1-minute load average {load[0]:.1f} at the start and {load[-1]:.1f} at the end"
 
 
 def docs_block(notebooks: list[Path]) -> str:

@@ -173,6 +173,10 @@ def test_main_command_note_reads_the_timed_run(tmp_path):
     assert main_command_note(record) == (
         "The README's main command, timed by `bench/main_command.py` on 2026-11-29 (commit 0123456789ab, 2 cores; "
         "empty caches): 281 s in all, of which set-up 98 s and the notebook 183 s.")
+    # the machine's load during the run is part of the figure (a shared machine runs slower)
+    record.write_text(json.dumps({**json.loads(record.read_text()), "load_average": [5.24, 4.1]}))
+    assert main_command_note(record).endswith(
+        "the notebook 183 s; 1-minute load average 5.2 at the start and 4.1 at the end.")
 
 
 def test_a_re_run_from_the_cache_keeps_the_cold_run_that_filled_it(tmp_path):
