@@ -117,6 +117,63 @@ def test_tweetgen_compiles_with_random_search_and_an_asserted_teacher(scripted_l
     assert type(compiled.generate_tweet.predict).__name__ == "Predict"  # the student stays plain
 
 
+def _measure_tweetgen_scripted(scripted_lm, monkeypatch):
+    """measure_tweetgen's DSPy 3 parts on a scripted model that follows feedback (no model, no DSPy 2.5.43)."""
+    import measure_tweetgen
+
+    train, dev = common.datasets("tweetgen", tweetgen.INPUTS, n_train=3, n_dev=2)
+    lm = scripted_lm(scripted(tweet_rules({x.question: x.answer for x in train + dev})))
+    monkeypatch.setattr(measure_tweetgen, "fresh_cache", lambda: None)  # the test's LM has no cache to empty
+    with dspy.context(rm=common.retriever("tweetgen")):
+        dspy3 = measure_tweetgen.measure_dspy3(2)
+        demos = measure_tweetgen.bootstrap_demos(3)
+    meta = {"command": "python examples/paper/measure_tweetgen.py --n 2 --train 3 --seed 0", "commit": "0" * 40,
+            "date": "2026-01-01", "seed": 0, "n": 2, "train": 3, "model": "scripted", "cpu_count": 2,
+            "versions": {"python": "3", "dspy": dspy.__version__}, "model seconds": 0.0}
+    return lm, {"meta": meta, "dspy3": dspy3, "demos": demos}
+
+
+def test_measure_tweetgen_records_calls_checks_and_the_teachers_traces(scripted_lm, monkeypatch):
+    import measure_tweetgen
+
+    lm, results = _measure_tweetgen_scripted(scripted_lm, monkeypatch)
+    plain, asserted = results["dspy3"]["plain"], results["dspy3"]["asserted"]
+    assert plain["calls by step"] == {"query": 4, "tweet": 2}
+    assert asserted["calls by step"] == {"judge": 4, "query": 4, "tweet": 2, "tweet (retry)": 2}
+    assert asserted["calls/ex"] == 6.0 and asserted["checks passed"]["passed"] == 2
+    assert plain["checks passed"]["passed"] == 0 and plain["per check passed"]["no hashtags"] == 0
+    low, high = asserted["checks passed"]["ci95"]
+    assert 0 < low < high == 1.0  # Wilson, n=2
+    teacher = results["demos"]["asserted teacher"]
+    assert teacher["demos"]["generate_tweet.predict"] == 2 and teacher["traces passed"] == 2
+    assert results["demos"]["plain teacher"]["traces passed"] == 0
+    text = measure_tweetgen.render(results)
+    assert "n=2" in text and "DSPy 2.5.43 was not run" in text and "Why none" not in text
+    json.dumps(results)  # the JSON the script writes
+
+
+def test_measure_tweetgen_says_why_the_asserted_teacher_gave_no_demos(scripted_lm, monkeypatch):
+    import measure_tweetgen
+
+    _, results = _measure_tweetgen_scripted(scripted_lm, monkeypatch)
+    teacher = results["demos"]["asserted teacher"]
+    teacher["demos"] = {"generate_tweet.predict": 0}
+    for trace in teacher["traces"]:
+        trace["score"], trace["checks"]["states the answer"] = 0.0, False
+    text = measure_tweetgen.render(results)
+    assert "Why none from the asserted teacher" in text and "'states the answer' in 2" in text
+
+
+def test_paper_readme_tweetgen_section_is_generated_from_the_committed_json():
+    import measure_tweetgen
+
+    results = json.loads(measure_tweetgen.JSON_PATH.read_text())
+    meta = results["meta"]
+    assert meta["n"] > 2 and meta["commit"] != "unknown" and "seed" in meta
+    assert measure_tweetgen.readme_block() == measure_tweetgen.render(results), (
+        "examples/paper/README.md is stale: run `python examples/paper/measure_tweetgen.py --from-json`")
+
+
 # ---------------------------------------------------------------- QuizGen
 
 
