@@ -66,17 +66,23 @@ def _tweet(n_chars: int) -> str:
     return (base * (n_chars // len(base) + 1))[:n_chars]
 
 
+def _options(*names: str) -> dict[str, str]:
+    """The quiz signature's four option fields, `option_a` to `option_d`."""
+    return dict(zip(("option_a", "option_b", "option_c", "option_d"), names, strict=True))
+
+
 _TWEET_FIELDS = {"question": "In which town was Mara Voss born?", "answer": "Harwick",
                  "context": ["Mara Voss was born in Harwick."]}
 _ANSWER_FIELDS = {"question": "In which town was Mara Voss born?", "context": ["Mara Voss was born in Harwick."]}
 _PARAGRAPH_FIELDS = {"question": "Where was Mara Voss born?",
                      "context": ["[1] Mara Voss was born in Harwick.", "[2] Harwick lies on the coast."]}
 _QUIZ_FIELDS = {"question": "In which town was Mara Voss born?", "answer": "Harwick",
-                "context": ["Mara Voss was born in Harwick.", "Dunmore and Elst are towns."]}
+                "candidates": ["Dunmore", "Elst", "Tarrow", "Brisk", "Kestin"]}
+
 _QUICKSTART = ("no_hashtags", "under_280", "has_answer", "engaging", "faithful", "grounded")
 _MULTIHOP = ("short_query", "new_query")
 _LONGFORM = ("citations", "faithful")
-_QUIZ = ("four_options", "answer_included", "distinct", "short_options")
+_QUIZ = ("answer_included", "distinct", "from_candidates")
 
 EXERCISES: dict[str, Exercise] = {e.key: e for e in [
     Exercise(
@@ -116,14 +122,14 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
     ),
     Exercise("longform.citations_hard", "citations made hard", "GenerateCitedParagraph", _LONGFORM,
              make_hard="citations"),
-    Exercise("quiz.four_options_hard", "four_options made hard", "GenerateChoices", _QUIZ, make_hard="four_options"),
+    Exercise("quiz.answer_included_hard", "answer_included made hard", "GenerateChoices", _QUIZ,
+             make_hard="answer_included"),
     Exercise(
         "quiz.not_from_question", "a soft constraint that no option is copied from the question",
         "GenerateChoices", _QUIZ,
         probes=(
-            Probe({**_QUIZ_FIELDS, "options": ["Harwick", "Dunmore", "Elst", "Tarrow"]}, True,
-                  "four towns pass"),
-            Probe({**_QUIZ_FIELDS, "options": ["Harwick", "Mara Voss", "Elst", "Tarrow"]}, False,
+            Probe({**_QUIZ_FIELDS, **_options("Harwick", "Dunmore", "Elst", "Tarrow")}, True, "four towns pass"),
+            Probe({**_QUIZ_FIELDS, **_options("Harwick", "Elst", "Mara Voss", "Tarrow")}, False,
                   "an option naming the question's subject fails"),
         ),
     ),

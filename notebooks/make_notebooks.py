@@ -574,76 +574,128 @@ retrieve >> number_passages >> GenerateCitedParagraph''',
 QUIZGEN = [
     ("md", """# Case study 4: quiz generation
 
-Given a question, its answer and a few retrieved passages, the pipeline writes the options of a
-multiple-choice question. The paper's constraints were a valid JSON object, the answer among the
-options, and plausible distractors. Here the embedded model writes its output under a JSON grammar,
-so a pure format check would pass by construction and teach nothing; and its yes/no judge is at
-chance (see the quickstart). So the constraints are the ones a grammar cannot enforce and a program
-can check without an LM:
+Given a question and its answer, the pipeline writes a multiple-choice question: the correct answer
+and three wrong options (*distractors*). The paper's constraints were a valid JSON object, the
+answer among the options, and plausible distractors judged by GPT-3.5. Here the model is the
+embedded 135M one, and three things follow from what it can and cannot do:
 
-* **four_options**: exactly four options (the grammar allows a list of any length);
-* **answer_included**: the correct answer is one of them (a quiz without it is broken);
-* **distinct**: no option appears twice;
-* **short_options**: each option is a short name (at most 40 characters, no copied passage line),
-  so the right answer does not stand out by its shape.
+* **The structure does the format.** The model writes under a JSON grammar, so "valid JSON" would
+  pass by construction and teach nothing. It writes the three wrong options as three output fields
+  (`option_b` to `option_d`), and a Python step puts the correct answer among them: "four options"
+  and "the answer is among them" hold by construction. An earlier version of this study had the
+  model write a list of options and checked its length (`four_options`) and the answer
+  (`answer_included`): on 40 examples the model wrote four items in 18% of them (22% with retries),
+  so every other check was measured on broken lists. With four option fields instead, probes showed
+  that the model often kept the answer at first (6 of 8) but a retry for any other check lost it (2
+  of 8): it copied the candidates from option A on. A check that retries destroy teaches the wrong
+  lesson, so the program now places the answer.
+* **A word bank instead of passages.** The model is given up to five *candidates*: other names of
+  the answer's kind from the study's world (other towns for a town, other years for a year), like a
+  teacher's word bank. Given whole retrieved passages, it copied passage lines as options, and the
+  retries made options longer still (75% short -> 35% on 40 examples).
+* **No LM judge.** Its yes/no judge is at chance (see the quickstart), so "plausible" is checked
+  by a program: a distractor taken from the candidates is of the answer's kind by construction.
 
-All four are soft (`Suggest`): a quiz that misses one is still worth showing to a teacher. The
-metric, *validity*, is all four at once."""),
+The constraints are the ones the structure cannot enforce and a program can check:
+
+* **distinct**: the four options are all different: no distractor repeats another or the correct
+  answer (a repeated option makes a three-option quiz, a distractor equal to the answer makes two
+  right answers);
+* **from_candidates**: every distractor is one of the candidates (a plausible wrong answer of the
+  answer's kind, short and shaped like the answer, so its form gives nothing away).
+
+Both are soft (`Suggest`): a quiz that misses one is still worth showing to a teacher, who can fix
+an option by hand. Each feedback message says exactly what to change ("replace X with Y"): a 135M
+model does not work out from "the options must differ" which option to replace. The metric,
+*validity*, is both at once on the quiz the program returns."""),
     ("code", SETUP.format(full=40)),
     ("code", LOAD),
-    ("code", '''from lmassert_magic.datasets import answer_in_text, load_study
+    ("code", '''import random
+
+from lmassert_magic.datasets import load_study, normalize_text
 
 study = load_study("quizgen", limit=N)
-# the quiz writer is given the question *and* its answer
-trainset = [ex.with_inputs("question", "answer") for ex in study.train]
-devset = [ex.with_inputs("question", "answer") for ex in study.dev]
-retriever = study.retriever(k=4)
+# the quiz writer is given the question, its answer and the answer's kind (town, year, ...)
+trainset = [ex.with_inputs("question", "answer", "answer_type") for ex in study.train]
+devset = [ex.with_inputs("question", "answer", "answer_type") for ex in study.dev]
 
 
-def retrieve(question):
-    return retriever(question)
+def same_kind(answer, answer_type):
+    """Up to five other names of the answer's kind: the same ones for the same answer in every run."""
+    others = [name for name in study.answer_values[answer_type] if name != answer]
+    return random.Random(answer).sample(others, min(5, len(others)))
+
+
+def quiz_options(question, answer, option_b, option_c, option_d):
+    """The four options the quiz shows: the correct answer and the three distractors, in an order fixed
+    by the question (so the answer's place gives nothing away, and a re-run shows the same quiz)."""
+    options = [answer, option_b, option_c, option_d]
+    random.Random(question).shuffle(options)
+    return {"options": options}
 
 
 print(study)
-print(devset[0].question, "->", devset[0].answer, f"({devset[0].answer_type})")'''),
+print(devset[0].question, "->", devset[0].answer, f"({devset[0].answer_type})")
+same_kind(devset[0].answer, devset[0].answer_type)'''),
+    ("md", """The pipeline is three steps: `same_kind` (plain Python; its list goes to the one input
+the next step still lacks, `candidates`), `GenerateChoices` (the model writes three distractors),
+and `quiz_options` (plain Python; returns a dict, which is merged into the program's output)."""),
     ("code", '''%%signature GenerateChoices
-"""Write four options for the quiz question: the correct answer and three wrong answers of the same kind."""
+"""Write the three wrong options of a multiple-choice question, taken from the candidates; option A is the correct answer."""
 question: str = In()
-answer: str = In(desc="the correct answer")
-context: list[str] = In(desc="passages that name other things of the same kind")
-options: list[str] = Out(desc="four short options, one of them the correct answer")'''),
-    ("code", '''def is_short(option):
-    return len(option) <= 40 and "|" not in option
+answer: str = In(desc="option A, the correct answer")
+candidates: list[str] = In(desc="wrong answers of the same kind")
+option_b: str = Out()
+option_c: str = Out()
+option_d: str = Out()'''),
+    ("code", '''def same(a, b):
+    return normalize_text(str(a)) == normalize_text(str(b))
 
 
-def has_answer(options, answer):
-    return any(answer_in_text(answer, str(option)) for option in options)'''),
-    ("code", '''%%assert GenerateChoices --name four_options
-len(options) == 4
-f"Give exactly four options (you gave {len(options)}): the correct answer and three wrong ones."'''),
-    ("code", '''%%assert GenerateChoices --name answer_included
-has_answer(options, answer)
-f"One of the four options must be the correct answer: {answer}."'''),
+def repeats(options):
+    """Each option that repeats an earlier one (the correct answer comes first)."""
+    seen, again = set(), []
+    for option in options:
+        key = normalize_text(str(option))
+        if key in seen:
+            again.append(str(option))
+        seen.add(key)
+    return again
+
+
+def strays(options, answer, candidates):
+    """The options that are neither the correct answer (that is `distinct`'s business) nor a candidate."""
+    return [str(o) for o in options if not same(o, answer) and not any(same(o, c) for c in candidates)]
+
+
+def fixes(wrong, options, candidates):
+    """'replace X with Y' for each wrong option, Y a candidate no option uses yet."""
+    free = [c for c in candidates if not any(same(o, c) for o in options)]
+    return ", ".join(f"replace {w} with {c}" for w, c in zip(wrong, free))'''),
     ("code", '''%%assert GenerateChoices --name distinct
-len({str(o).strip().lower() for o in options}) == len(options)
-"The options must all be different."'''),
-    ("code", '''%%assert GenerateChoices --name short_options
-all(is_short(str(o)) for o in options)
-"Each option must be a short name (a few words), not a sentence from the context."'''),
-    ("md", """The metric is all four checks at once, on the options the program returns."""),
+not repeats([answer, option_b, option_c, option_d])
+f"Options repeat: {fixes(repeats([answer, option_b, option_c, option_d]), [answer, option_b, option_c, option_d], candidates)}."'''),
+    ("code", '''%%assert GenerateChoices --name from_candidates
+not strays([answer, option_b, option_c, option_d], answer, candidates)
+f"Wrong options must come from the candidates: {fixes(strays([answer, option_b, option_c, option_d], answer, candidates), [answer, option_b, option_c, option_d], candidates)}."'''),
+    ("md", """The metric is both checks at once, on the four options the program returns (the
+candidates are recomputed from the example: the same list the program was given)."""),
     ("code", '''def validity(example, pred, trace=None):
-    options = [str(o) for o in (pred.options or [])]
-    return (len(options) == 4 and has_answer(options, example.answer)
-            and len({o.strip().lower() for o in options}) == 4 and all(is_short(o) for o in options))'''),
+    candidates = same_kind(example.answer, example.answer_type)
+    return not repeats(pred.options) and not strays(pred.options, example.answer, candidates)'''),
     ("code", '''%%compile quiz --train trainset --dev devset --metric validity -o report --seed 0
-retrieve >> GenerateChoices'''),
+same_kind >> GenerateChoices >> quiz_options'''),
     ("md", READ_REPORT),
     ("code", '''report.pass_rates()[["setting", "constraint", "n", "passed", "pass_rate", "ci_low", "ci_high",
                      "backtracks"]].round(1)'''),
-    ("code", '''prediction = quiz(question=devset[0].question, answer=devset[0].answer)
-prediction.options'''),
-    ("md", """The paper's quiz study used other checks (valid JSON, plausible distractors judged by
-GPT-3.5) on HotPotQA; only *validity* is comparable in spirit, and our validity is the four checks
+    ("code", '''example = devset[0]
+prediction = quiz(question=example.question, answer=example.answer, answer_type=example.answer_type)
+print(example.question)
+for letter, option in zip("ABCD", prediction.options):
+    print(f"  {letter}. {option}")'''),
+    ("md", """The paper's quiz study used other checks (valid JSON, the answer among the options,
+plausible distractors judged by GPT-3.5) on HotPotQA, and its model wrote the options from
+passages, not from a word bank; only *validity* is comparable in spirit, and ours is the two checks
 above. The figures below sit next to each other for orientation, not as a replication."""),
     ("code", PAPER_CELL.format(
         paper='{"validity": [30.5, 70.5, 81.7, 80.5, 87.2]}',
@@ -654,19 +706,20 @@ above. The figures below sit next to each other for orientation, not as a replic
     ("md", IN_FULL),
     ("code", IN_FULL_CELL),
     *exercises(
-        """1. Make `four_options` **hard** (`quiz.four_options_hard`) and recompile. Predict first: which
-   settings report failed examples now, and why does Vanilla report none?
-2. Write a constraint that **no option is copied from the question** (e.g. the person the question
-   is about; soft, `quiz.not_from_question`). What pass rate do you predict for Vanilla, and why?""",
-        ("quiz.four_options_hard", "quiz.not_from_question"),
-        ('''%%assert GenerateChoices --name four_options --hard
-len(options) == 4
-f"Give exactly four options (you gave {len(options)}): the correct answer and three wrong ones."''',
+        """1. Make `from_candidates` **hard** (`quiz.from_candidates_hard`) and recompile. Predict first:
+   which settings report failed examples now, and why does Vanilla report none?
+2. Write a constraint that **no distractor is copied from the question** (e.g. the person the
+   question is about; soft, `quiz.not_from_question`). What pass rate do you predict for Vanilla,
+   and why?""",
+        ("quiz.from_candidates_hard", "quiz.not_from_question"),
+        ('''%%assert GenerateChoices --name from_candidates --hard
+not strays([answer, option_b, option_c, option_d], answer, candidates)
+f"Wrong options must come from the candidates: {fixes(strays([answer, option_b, option_c, option_d], answer, candidates), [answer, option_b, option_c, option_d], candidates)}."''',
          '''%%assert GenerateChoices --name not_from_question
-not any(str(o).strip().lower() in question.lower() for o in options if not answer_in_text(answer, str(o)))
+not any(str(o).strip() and str(o).strip().lower() in question.lower() for o in [option_b, option_c, option_d])
 "No option may repeat a name from the question: the wrong options are other answers to it."'''),
         '''%%compile quiz_ex --train ex_train --dev ex_dev --metric validity -o report_ex --seed 0 --settings vanilla,infer_assert
-retrieve >> GenerateChoices''',
+same_kind >> GenerateChoices >> quiz_options''',
     ),
 ]
 
