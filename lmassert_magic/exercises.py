@@ -66,9 +66,9 @@ def _tweet(n_chars: int) -> str:
     return (base * (n_chars // len(base) + 1))[:n_chars]
 
 
-def _options(*names: str) -> dict[str, str]:
-    """The quiz signature's four option fields, `option_a` to `option_d`."""
-    return dict(zip(("option_a", "option_b", "option_c", "option_d"), names, strict=True))
+def _distractors(*names: str) -> dict[str, str]:
+    """The quiz signature's three output fields, `option_b` to `option_d` (option A is the answer)."""
+    return dict(zip(("option_b", "option_c", "option_d"), names, strict=True))
 
 
 _TWEET_FIELDS = {"question": "In which town was Mara Voss born?", "answer": "Harwick",
@@ -82,7 +82,7 @@ _QUIZ_FIELDS = {"question": "In which town was Mara Voss born?", "answer": "Harw
 _QUICKSTART = ("no_hashtags", "under_280", "has_answer", "engaging", "faithful", "grounded")
 _MULTIHOP = ("short_query", "new_query")
 _LONGFORM = ("citations", "faithful")
-_QUIZ = ("answer_included", "distinct", "from_candidates")
+_QUIZ = ("distinct", "from_candidates")
 
 EXERCISES: dict[str, Exercise] = {e.key: e for e in [
     Exercise(
@@ -122,14 +122,14 @@ EXERCISES: dict[str, Exercise] = {e.key: e for e in [
     ),
     Exercise("longform.citations_hard", "citations made hard", "GenerateCitedParagraph", _LONGFORM,
              make_hard="citations"),
-    Exercise("quiz.answer_included_hard", "answer_included made hard", "GenerateChoices", _QUIZ,
-             make_hard="answer_included"),
+    Exercise("quiz.from_candidates_hard", "from_candidates made hard", "GenerateChoices", _QUIZ,
+             make_hard="from_candidates"),
     Exercise(
-        "quiz.not_from_question", "a soft constraint that no option is copied from the question",
+        "quiz.not_from_question", "a soft constraint that no wrong option is copied from the question",
         "GenerateChoices", _QUIZ,
         probes=(
-            Probe({**_QUIZ_FIELDS, **_options("Harwick", "Dunmore", "Elst", "Tarrow")}, True, "four towns pass"),
-            Probe({**_QUIZ_FIELDS, **_options("Harwick", "Elst", "Mara Voss", "Tarrow")}, False,
+            Probe({**_QUIZ_FIELDS, **_distractors("Dunmore", "Elst", "Tarrow")}, True, "three other towns pass"),
+            Probe({**_QUIZ_FIELDS, **_distractors("Elst", "Tarrow", "Mara Voss")}, False,
                   "an option naming the question's subject fails"),
         ),
     ),

@@ -30,7 +30,6 @@ QUIZ_SIGNATURE = '''%%signature GenerateChoices
 question: str = In()
 answer: str = In()
 candidates: list[str] = In()
-option_a: str = Out()
 option_b: str = Out()
 option_c: str = Out()
 option_d: str = Out()'''
@@ -90,26 +89,26 @@ def test_longform_and_quiz_exercises_accept_right_answers_and_reject_wrong_ones(
     assert check_exercise("longform.two_passages").passed
 
     ip.run_cell(QUIZ_SIGNATURE)
-    # looking at the first option only misses the question's subject written as option_c
+    # looking at the first option only misses the question's subject written as option_d
     ip.run_cell('%%assert GenerateChoices --name first_only\n'
-                'option_a.lower() not in question.lower()\n"No option from the question."')
+                'option_b.lower() not in question.lower()\n"No option from the question."')
     check = check_exercise("quiz.not_from_question")
     assert not check.passed and "an option naming the question's subject fails, but yours passes" in str(check)
     ip.run_cell('%%assert GenerateChoices --name not_from_question\n'
-                'not any(o.lower() in question.lower()\n'
-                '        for o in [option_a, option_b, option_c, option_d] if o != answer)\n'
+                'not any(o.lower() in question.lower() for o in [option_b, option_c, option_d])\n'
                 '"No option from the question."')
     assert check_exercise("quiz.not_from_question").passed
 
 
-def test_quiz_answer_included_hard_follows_the_registry(ip):
+def test_quiz_from_candidates_hard_follows_the_registry(ip):
     ip.run_cell(QUIZ_SIGNATURE)
-    cell = "any(o == answer for o in [option_a, option_b, option_c, option_d])\n\"Include the answer.\""
-    ip.run_cell(f"%%assert GenerateChoices --name answer_included\n{cell}")
-    check = check_exercise("quiz.answer_included_hard")
+    assert "no constraint named 'from_candidates'" in str(check_exercise("quiz.from_candidates_hard"))
+    cell = "all(o in candidates for o in [option_b, option_c, option_d])\n\"Use the candidates.\""
+    ip.run_cell(f"%%assert GenerateChoices --name from_candidates\n{cell}")
+    check = check_exercise("quiz.from_candidates_hard")
     assert not check.passed and "still soft: add --hard" in str(check)
-    ip.run_cell(f"%%assert GenerateChoices --name answer_included --hard\n{cell}")
-    assert check_exercise("quiz.answer_included_hard").passed
+    ip.run_cell(f"%%assert GenerateChoices --name from_candidates --hard\n{cell}")
+    assert check_exercise("quiz.from_candidates_hard").passed
 
 
 def test_made_hard_exercise_follows_the_registry_and_the_report(ip):
