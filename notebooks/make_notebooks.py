@@ -584,15 +584,15 @@ embedded 135M one, and three things follow from what it can and cannot do:
   (`option_b` to `option_d`), and a Python step puts the correct answer among them: "four options"
   and "the answer is among them" hold by construction. An earlier version of this study had the
   model write a list of options and checked its length (`four_options`) and the answer
-  (`answer_included`): on 40 examples the model wrote four items in 18% of them (22% with retries),
-  so every other check was measured on broken lists. With four option fields instead, probes showed
-  that the model often kept the answer at first (6 of 8) but a retry for any other check lost it (2
-  of 8): it copied the candidates from option A on. A check that retries destroy teaches the wrong
-  lesson, so the program now places the answer.
+  (`answer_included`): the model rarely wrote exactly four items, with or without retries, so every
+  other check was measured on broken lists (that run's outputs are in this notebook's git history).
+  With four option fields instead, probes showed that the model often kept the answer at first but
+  a retry for any other check lost it: it copied the candidates from option A on. A check that
+  retries destroy teaches the wrong lesson, so the program now places the answer.
 * **A word bank instead of passages.** The model is given up to five *candidates*: other names of
   the answer's kind from the study's world (other towns for a town, other years for a year), like a
   teacher's word bank. Given whole retrieved passages, it copied passage lines as options, and the
-  retries made options longer still (75% short -> 35% on 40 examples).
+  retries made options longer still (the earlier run in the git history shows it).
 * **No LM judge.** Its yes/no judge is at chance (see the quickstart), so "plausible" is checked
   by a program: a distractor taken from the candidates is of the answer's kind by construction.
 
