@@ -429,11 +429,19 @@ class FakeChatServer:
         self.server.server_close()
 
 
-@pytest.mark.slow
-def test_dspy25_harness_counts_like_the_others_against_a_fake_server(tmp_path):
+@pytest.fixture
+def dspy25_venv():
+    """The DSPy 2.5.43 venv's python; the test is skipped on a machine without one."""
     venv = peer_dspy25.find_venv()
     if venv is None:
         pytest.skip("no DSPy 2.5.43 venv on this machine (bench/_venv25 or $LMASSERT_DSPY25_VENV)")
+    return venv
+
+
+@pytest.mark.slow
+def test_dspy25_harness_counts_like_the_others_against_a_fake_server(tmp_path, dspy25_venv):
+    venv = dspy25_venv
+
     def reply(body):
         keys = list(body["response_format"]["json_schema"]["schema"]["properties"])
         text = json.dumps(body["messages"])
@@ -457,10 +465,8 @@ def test_dspy25_harness_counts_like_the_others_against_a_fake_server(tmp_path):
 
 
 @pytest.mark.slow
-def test_dspy25_harness_runs_multihop_with_served_retrieval_against_a_fake_server(tmp_path):
-    venv = peer_dspy25.find_venv()
-    if venv is None:
-        pytest.skip("no DSPy 2.5.43 venv on this machine (bench/_venv25 or $LMASSERT_DSPY25_VENV)")
+def test_dspy25_harness_runs_multihop_with_served_retrieval_against_a_fake_server(tmp_path, dspy25_venv):
+    venv = dspy25_venv
 
     def reply(body):
         keys = list(body["response_format"]["json_schema"]["schema"]["properties"])
