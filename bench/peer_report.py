@@ -154,7 +154,8 @@ def _goal(study: str, records: list[dict], vectors: dict) -> dict[str, Any]:
     return {
         "fewer_calls": {"met": not cheaper, "ours": ours["lm_calls_per_example"], "others": others,
                         "not_more_than_ours": [s for _, s in cheaper],
-                        "judge": {s: by[s]["judge_calls_per_example"] for s in [OURS, *others]}},
+                        "judge": {s: by[s]["judge_calls_per_example"] for s in [OURS, *others]},
+                        "cache_hits": {s: by[s]["cache_hits_per_example"] for s in [OURS, *others]}},
         "all_constraints": {"best": best, **within(gap)},
         "quality_vs_no_assertions": within(quality) if quality is not None else None,
     }
@@ -289,9 +290,7 @@ def _goal_lines(goal: dict) -> list[str]:
                  "against " + ", ".join(f"{s} {c:.2f}" for s, c in calls["others"].items()) + ")."]
     else:
         lines = ["* Fewer LM calls per example than every other assertion system: **missed**: " + "; ".join(
-            f"{s} makes fewer LM calls ({calls['others'][s]:.2f} against {calls['ours']:.2f} per example; judge "
-            f"calls {calls['judge'][s]:.2f} against {calls['judge'][OURS]:.2f})"
-            for s in calls["not_more_than_ours"]) + "."]
+            _cheaper_line(calls, s) for s in calls["not_more_than_ours"]) + "."]
     passing = goal["all_constraints"]
     if passing["best"] == OURS:
         lines.append(f"* All constraints within {GOAL_POINTS} points of the best system: **met** (this package is "
@@ -303,6 +302,20 @@ def _goal_lines(goal: dict) -> list[str]:
         lines.append(_within_line(f"Quality within {GOAL_POINTS} points of no assertions",
                                   goal["quality_vs_no_assertions"]))
     return lines
+
+
+def _cheaper_line(calls: dict, system: str) -> str:
+    """How a cheaper system's calls split into program and judge calls against ours, and what its cache answered."""
+    mine, theirs = calls["ours"], calls["others"][system]
+    judge_mine, judge_theirs = calls["judge"][OURS], calls["judge"][system]
+    line = (f"{system} makes fewer LM calls ({theirs:.2f} against {mine:.2f} per example: program calls "
+            f"{theirs - judge_theirs:.2f} against {mine - judge_mine:.2f}, judge calls {judge_theirs:.2f} against "
+            f"{judge_mine:.2f})")
+    hits = (calls.get("cache_hits") or {}).get(system) or 0.0
+    if hits > 0:
+        line += (f", and its cache answered {hits:.2f} more requests per example (repeats of a request it had "
+                 f"made; {theirs + hits:.2f} requests in all)")
+    return line
 
 
 def _within_line(label: str, part: dict) -> str:

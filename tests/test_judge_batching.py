@@ -103,7 +103,9 @@ def test_two_criteria_of_one_output_are_asked_in_one_call(scripted_lm):
 def test_separate_calls_when_batching_is_off(scripted_lm):
     lm = scripted_lm(lambda m: judge(m, lively_when_told))
     constraints = two_judges()
-    program = warmed(activate_assertions(dspy.Predict(Tweet), constraints=constraints), constraints)
+    # every judge of every attempt asked (test_judge_economy covers stopping at the first failing one)
+    program = warmed(activate_assertions(dspy.Predict(Tweet), constraints=constraints, stop_at_failing_judge=False),
+                     constraints)
     before = len(lm.prompts)
     prediction = program(question="q")
     assert [judge_kind(p) for p in lm.prompts[before:]] == [None, "single", "single", None, "single", "single"]

@@ -86,3 +86,67 @@ def test_an_unchanged_output_is_judged_once_per_run(scripted_lm):
     assert judged == ["same tweet"] and len(judge_prompts) == 1  # ...one judge call: the fields never changed
     stats = run_record_of(prediction).constraints["engaging"]
     assert stats.final_failures == 1 and stats.backtracks == 2
+
+
+def two_judges(asked: list[tuple[str, str]]) -> list[Constraint]:
+    """Two checks that each ask an LM judge, recording which was asked about which tweet."""
+    def engaging(tweet):
+        asked.append(("engaging", tweet))
+        return lm_judge("Is the tweet engaging?", tweet=tweet)
+
+    def faithful(tweet):
+        asked.append(("faithful", tweet))
+        return lm_judge("Is the tweet faithful?", tweet=tweet)
+
+    return [Constraint("engaging", engaging, "Be lively.", target=Tweet),
+            Constraint("faithful", faithful, "Stay true.", target=Tweet)]
+
+
+def lively_after_feedback(messages):
+    """Judges pass only "lively tweet"; the writer gives it once told "Be lively."."""
+    text = messages[-1]["content"]
+    if is_judge_prompt(messages):
+        return {"answer": "lively tweet" in text}
+    return {"tweet": "lively tweet" if "Be lively." in text else "dull tweet"}
+
+
+def test_judging_stops_at_the_first_failing_judge_of_an_attempt_that_will_be_retried(scripted_lm):
+    # DSPy 2.5 stops at the first failing Suggest: the later judges of a retried attempt were wasted calls
+    lm = scripted_lm(lively_after_feedback)
+    asked: list[tuple[str, str]] = []
+    program = activate_assertions(dspy.Predict(Tweet), 2, constraints=two_judges(asked))
+    program(question="warm-up")  # learns that both checks ask an LM
+    asked.clear()
+    n_before = len(lm.prompts)
+
+    prediction = program(question="q")
+    assert prediction.tweet == "lively tweet"
+    assert asked == [("engaging", "dull tweet"), ("engaging", "lively tweet"), ("faithful", "lively tweet")]
+    assert len(lm.prompts) - n_before == 2 + 3  # two attempts, three judge calls
+    stats = run_record_of(prediction).constraints
+    assert stats["engaging"].passed_final == 1 and stats["faithful"].passed_final == 1
+    assert stats["engaging"].backtracks == 1
+
+
+def test_every_judge_is_asked_about_an_output_that_cannot_be_retried(scripted_lm):
+    scripted_lm(lambda m: {"answer": False} if is_judge_prompt(m) else {"tweet": "dull tweet"})
+    asked: list[tuple[str, str]] = []
+    program = activate_assertions(dspy.Predict(Tweet), 0, constraints=two_judges(asked))
+    program(question="warm-up")
+    asked.clear()
+
+    prediction = program(question="q")
+    assert asked == [("engaging", "dull tweet"), ("faithful", "dull tweet")]  # no budget: both verdicts recorded
+    stats = run_record_of(prediction).constraints
+    assert stats["engaging"].final_failures == 1 and stats["faithful"].final_failures == 1
+
+
+def test_without_short_circuit_every_judge_is_asked_about_every_attempt(scripted_lm):
+    scripted_lm(lively_after_feedback)
+    asked: list[tuple[str, str]] = []
+    program = activate_assertions(dspy.Predict(Tweet), 2, constraints=two_judges(asked), stop_at_failing_judge=False)
+    program(question="warm-up")
+    asked.clear()
+
+    assert program(question="q").tweet == "lively tweet"
+    assert [a for a in asked if a[1] == "dull tweet"] == [("engaging", "dull tweet"), ("faithful", "dull tweet")]

@@ -374,6 +374,7 @@ def activate_assertions(
     seed: int = defaults.SEED,
     stop_on_repeat: bool = True,
     batch_judges: bool = defaults.BATCH_JUDGES,
+    stop_at_failing_judge: bool = True,
 ) -> dspy.Module:
     """Activate backtracking on `program` in place and return it (DSPy 2.5's contract).
 
@@ -384,11 +385,13 @@ def activate_assertions(
     derived from `seed`, so a repeated run repeats exactly. A retry that repeats an earlier output of its
     step is told so in its next feedback, and a second repeat stops that step's retries (`stop_on_repeat`;
     `RunState.after_repeat` gives the semantics). `batch_judges` asks a step's LM judges about one output in
-    one LM call (`defaults.BATCH_JUDGES` says why it is off by default).
+    one LM call (`defaults.BATCH_JUDGES` says why it is off by default). `stop_at_failing_judge` asks the
+    judges of an attempt one at a time and stops at the first that fails once its retry is paid for.
     """
     config = RunConfig(max_backtracks=max_backtracks, mode=mode, strict_suggestions=strict_suggestions,
                        budget=budget, retry_temperature=retry_temperature, seed=seed,
-                       stop_on_repeat=stop_on_repeat, batch_judges=batch_judges)
+                       stop_on_repeat=stop_on_repeat, batch_judges=batch_judges,
+                       stop_at_failing_judge=stop_at_failing_judge)
     constraints = list(constraints)
     if constraints:
         attach_constraints(program, constraints)

@@ -58,6 +58,9 @@ class RunConfig:
     # A retry that repeats an earlier output of its step is told so; a second repeat stops the step's retries
     # (`RunState.after_repeat`). Off: every retry is spent whatever it returns (as DSPy 2.5 did).
     stop_on_repeat: bool = True
+    # Judges of an attempt are asked one at a time and stop at the first that fails once its retry is paid
+    # for (DSPy 2.5's Suggests stopped at the first failure too). Off: every judge is asked about every attempt.
+    stop_at_failing_judge: bool = True
     # Ask a step's LM judges about one output in one LM call, one verdict per question (`RunState.check_judged`).
     batch_judges: bool = defaults.BATCH_JUDGES
     log: RunLog = field(default_factory=RunLog)

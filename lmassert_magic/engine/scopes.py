@@ -307,8 +307,18 @@ class Scope:
             if failing and enforcing and judged and repeat != STOP:
                 charged = next((c for c in failing if root.take_budget(c.name, (c.name, key), c.max_backtracks)), None)
             if charged is None and judged:
-                verdicts.update((yield _judge_checks(root, judged, key, fields, outputs)))
-                failing = [c for c in constraints if not verdicts[c.name]]
+                if enforcing and repeat != STOP and root.config.stop_at_failing_judge and not root.config.batch_judges:
+                    # one judge at a time, as DSPy 2.5's Suggests ran: once one fails and a retry is paid for,
+                    # the others would judge an output that is thrown away (they judge the retry instead)
+                    for judge in judged:
+                        verdicts.update((yield _judge_checks(root, [judge], key, fields, outputs)))
+                        if not verdicts[judge.name] and root.take_budget(judge.name, (judge.name, key),
+                                                                         judge.max_backtracks):
+                            charged = judge
+                            break
+                else:
+                    verdicts.update((yield _judge_checks(root, judged, key, fields, outputs)))
+                failing = [c for c in constraints if c.name in verdicts and not verdicts[c.name]]
             root.note_attempt(record.attempt, outputs, verdicts)
             root.mark_live(record.checks)
             if not failing or not enforcing:
