@@ -13,8 +13,9 @@ One call of an activated program is one *run*, with DSPy 2.5's semantics:
   same prompt again: its next retry's feedback starts with `retry.REPEAT_NOTE` instead, and at the
   step's second such repeat in the run its retries stop as if the budget were spent, the attempt
   recording why (`Attempt.stopped`; `stop_on_repeat=False` spends every retry).
-* Checks that ask an LM judge run after the others and only on an output that can be kept; an output
-  seen before in the run is not judged again; `batch_judges=True` asks a step's judges in one call.
+* Checks that ask an LM judge run after the others and only on an output that can be kept, one at a
+  time until one fails and its retry is paid for (`stop_at_failing_judge`); an output seen before in
+  the run is not judged again; `batch_judges=True` asks a step's judges in one call.
 * A declared constraint (attached to a predictor) is checked as soon as its predictor returns
   and retried in place. An inline `Assert`/`Suggest` unwinds `forward` and runs it again: steps
   before the target replay their accepted outputs (never re-sampled, retried or not), the
