@@ -311,12 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
     parser.add_argument(
         "--small", type=int, default=None, metavar="N",
-        help="run on N train and N dev examples (sets LMASSERT_SMALL; notebooks read it)",
+        help="run on N train and N dev examples (sets LMASSERT_SMALL, which notebooks read; default: "
+             "LMASSERT_SMALL from the environment, else the full size)",
     )
     parser.add_argument("--inplace", action="store_true", help="write outputs back into the notebook itself")
     parser.add_argument("--update-docs", nargs="+", type=Path, metavar="DOC", default=None,
                         help="do not run: rewrite the table of committed runs in these Markdown files")
     args = parser.parse_args(argv)
+    if args.small is None:
+        args.small = _small_from_environment()
     if args.update_docs:
         for doc in update_docs(args.update_docs, args.notebooks):
             print(f"updated {doc}")
@@ -331,10 +334,22 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+
+def _small_from_environment() -> int | None:
+    """LMASSERT_SMALL as set by the user: a size the runner would otherwise drop for the kernel."""
+    value = os.environ.get("LMASSERT_SMALL", "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"LMASSERT_SMALL={value!r}: expected a number of examples, e.g. LMASSERT_SMALL=4") from None
 
 
 def _tail(text: str, limit: int = 4000) -> str:
     """The end of a cell error: nbclient puts the cell's source first and the traceback last."""
     return text if len(text) <= limit else "..." + text[-limit:]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -212,3 +212,17 @@ def test_a_re_run_from_the_cache_keeps_the_cold_run_that_filled_it(tmp_path):
     nbformat.write(book, tmp_path / "03_long.ipynb")
     row = runs_table([tmp_path / "03_long.ipynb"]).splitlines()[2]
     assert "| 12.7 s, a replay from the cache (its cold run was not recorded) | 0 |" in row
+
+
+def test_the_small_size_set_in_the_environment_reaches_the_notebook(monkeypatch, tmp_path):
+    # LMASSERT_SMALL=3 without --small once ran the full size: the runner dropped the variable
+    import lmassert_magic.run_notebook as run_notebook
+
+    seen = []
+    monkeypatch.setattr(run_notebook, "execute", lambda nb, out, **kw: seen.append(kw["small"]))
+    monkeypatch.setenv("LMASSERT_SMALL", "3")
+    assert run_notebook.main([str(tmp_path / "nb.ipynb")]) == 0
+    assert run_notebook.main([str(tmp_path / "nb.ipynb"), "--small", "2"]) == 0  # the flag wins
+    monkeypatch.delenv("LMASSERT_SMALL")
+    assert run_notebook.main([str(tmp_path / "nb.ipynb")]) == 0
+    assert seen == [3, 2, None]
