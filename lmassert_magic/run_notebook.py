@@ -334,7 +334,6 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-
 def _small_from_environment() -> int | None:
     """LMASSERT_SMALL as set by the user: a size the runner would otherwise drop for the kernel."""
     value = os.environ.get("LMASSERT_SMALL", "").strip()
