@@ -73,7 +73,7 @@ def build_report(rows: list[dict], *, seed: int, versions: dict[str, str], model
         elif row.get("kind") == "score":
             scores.setdefault(key, {})[row["id"]] = row
     records, goals, vectors = [], {}, {}
-    studies = [s for s in STUDIES if any(k[0] == s for k in scores)]
+    studies, in_progress = _complete_studies(scores)
     for study in studies:
         systems = [s for s in SYSTEMS if (study, s) in scores]
         for system in systems:
@@ -90,7 +90,25 @@ def build_report(rows: list[dict], *, seed: int, versions: dict[str, str], model
             records.append(record)
         goals[study] = _goal(study, [r for r in records if r["study"] == study], vectors)
     return {"seed": seed, "versions": versions, "model": model, "studies": studies, "records": records,
-            "goal": goals}
+            "goal": goals, "in_progress": in_progress}
+
+
+def _complete_studies(scores: dict[tuple, dict[str, dict]]) -> tuple[list[str], dict[str, dict[str, int]]]:
+    """Studies every system of the run has scored on the same examples, and the others' counts so far.
+
+    An interrupted run leaves a study with systems at different sizes; comparing them would pair a system
+    with one that has not run yet, so such a study is reported as in progress, not as a table.
+    """
+    seen = [s for s in STUDIES if any(k[0] == s for k in scores)]
+    systems = {system for _, system in scores}
+    complete, in_progress = [], {}
+    for study in seen:
+        ids = {system: frozenset(scores.get((study, system), {})) for system in SYSTEMS if system in systems}
+        if all(ids.values()) and len(set(ids.values())) == 1:
+            complete.append(study)
+        else:
+            in_progress[study] = {system: len(ids.get(system, ())) for system in SYSTEMS}
+    return complete, in_progress
 
 
 def _paired(vectors: dict, study: str, a: str, b: str, key: str) -> PairedDiff | None:
@@ -394,6 +412,11 @@ def results_markdown(report: dict[str, Any]) -> str:
         if goal:
             lines += ["", "#### Goal (issue #16)", "", *goal]
         lines += ["", "#### What to pick", "", *_picks(study, records)]
+    for study, counts in (report.get("in_progress") or {}).items():
+        lines += ["", f"### {study}: run in progress", "",
+                  "Examples scored so far: " + "; ".join(f"{system}: {k}" for system, k in counts.items())
+                  + ". Its table is printed once every system has run on the same examples; `python bench/peers.py` "
+                  "resumes the run from the checkpoint."]
     return "\n".join([*lines, "", END])
 
 

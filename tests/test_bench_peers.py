@@ -491,3 +491,18 @@ def test_dspy25_harness_runs_multihop_with_served_retrieval_against_a_fake_serve
     assert "other query" in searched
     assert row["lm_calls"] == len(server.bodies) and row["judge_calls"] == 0
     assert row["cache_hits"] > 0  # the retry re-runs the first hop, which its cache answers
+
+
+def test_a_study_whose_systems_have_not_all_run_the_same_examples_is_shown_as_in_progress():
+    # an interrupted full run: multihop has this package on 40 examples and no assertions on 20
+    rows = synthetic_rows("tweetgen", TABLE)
+    rows += synthetic_rows("multihop", {programs.OURS: (10, 10, 4.0)}, n=40)
+    rows += synthetic_rows("multihop", {programs.NONE: (5, 5, 2.0)}, n=20)
+    report = report_of(rows)
+    assert report["studies"] == ["tweetgen"]
+    assert {r["study"] for r in report["records"]} == {"tweetgen"} and "multihop" not in report["goal"]
+    assert report["in_progress"] == {"multihop": {programs.NONE: 20, programs.OURS: 40, programs.REFINE: 0,
+                                                  programs.BESTOFN: 0, programs.DSPY25: 0}}
+    text = peer_report.results_markdown(report)
+    assert "### multihop: run in progress" in text
+    assert f"{programs.OURS}: 40" in text and f"{programs.DSPY25}: 0" in text
