@@ -173,7 +173,8 @@ def _goal(study: str, records: list[dict], vectors: dict) -> dict[str, Any]:
         "fewer_calls": {"met": not cheaper, "ours": ours["lm_calls_per_example"], "others": others,
                         "not_more_than_ours": [s for _, s in cheaper],
                         "judge": {s: by[s]["judge_calls_per_example"] for s in [OURS, *others]},
-                        "cache_hits": {s: by[s]["cache_hits_per_example"] for s in [OURS, *others]}},
+                        "cache_hits": {s: by[s]["cache_hits_per_example"] for s in [OURS, *others]},
+                        "errors": {s: [by[s]["errors"], by[s]["n"]] for s in [OURS, *others]}},
         "all_constraints": {"best": best, **within(gap)},
         "quality_vs_no_assertions": within(quality) if quality is not None else None,
     }
@@ -329,6 +330,9 @@ def _cheaper_line(calls: dict, system: str) -> str:
     line = (f"{system} makes fewer LM calls ({theirs:.2f} against {mine:.2f} per example: program calls "
             f"{theirs - judge_theirs:.2f} against {mine - judge_mine:.2f}, judge calls {judge_theirs:.2f} against "
             f"{judge_mine:.2f})")
+    errors, n = (calls.get("errors") or {}).get(system) or (0, 0)
+    if errors:
+        line += f"; it raised on {errors} of {n} examples, which ends an example early"
     hits = (calls.get("cache_hits") or {}).get(system) or 0.0
     if hits > 0:
         line += (f", and its cache answered {hits:.2f} more requests per example (repeats of a request it had "
@@ -354,12 +358,17 @@ def _picks(study: str, records: list[dict]) -> list[str]:
              + (f"; {', '.join(r['system'] for r in tied if r is not cheapest)} "
                 "pass about as many (no difference told apart from noise by this package's paired test) "
                 "at more calls." if len(tied) > 1 else ".")]
+    # a system that raised ended those examples early: its few calls are no economy to recommend
     assertion = [r for r in records if r["system"] in ASSERTION_SYSTEMS]
-    if assertion:
-        cheap = min(assertion, key=lambda r: r["lm_calls_per_example"])
+    sound = [r for r in assertion if not r["errors"]]
+    if sound:
+        cheap = min(sound, key=lambda r: r["lm_calls_per_example"])
+        raised = [r for r in assertion if r["errors"] and r["lm_calls_per_example"] < cheap["lm_calls_per_example"]]
         lines.append(f"* If LM calls are what matters and the constraints must still be checked: "
                      f"**{cheap['system']}** ({cheap['lm_calls_per_example']:.2f} LM calls per example; "
-                     f"{_pct(cheap['all_constraints'])} of examples pass every constraint).")
+                     f"{_pct(cheap['all_constraints'])} of examples pass every constraint)"
+                     + "".join(f"; {r['system']} makes fewer ({r['lm_calls_per_example']:.2f}) but raised on "
+                               f"{r['errors']} of {r['n']} examples" for r in raised) + ".")
     none = by.get(NONE)
     if none is not None:
         better = [r for r in records if r["system"] != NONE and r.get("quality_diff_vs_no_assertions")

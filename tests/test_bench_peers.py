@@ -506,3 +506,16 @@ def test_a_study_whose_systems_have_not_all_run_the_same_examples_is_shown_as_in
     text = peer_report.results_markdown(report)
     assert "### multihop: run in progress" in text
     assert f"{programs.OURS}: 40" in text and f"{programs.DSPY25}: 0" in text
+
+
+def test_a_system_that_raised_is_not_picked_for_its_few_calls_and_its_errors_are_named():
+    # dspy.Refine raised on most examples of the full run: an early end, not an economy
+    rows = synthetic_rows("tweetgen", {**TABLE, programs.REFINE: (3, 3, 4.0)})
+    for row in rows:
+        if row["kind"] == "run" and row["system"] == programs.REFINE and int(row["id"].split("-")[1]) < 30:
+            row["error"] = "AdapterParseError: ..."
+    text = peer_report.results_markdown(report_of(rows))
+    picks = text.split("#### What to pick")[1]
+    assert f"LM calls are what matters and the constraints must still be checked: **{programs.DSPY25}**" in picks
+    assert f"{programs.REFINE} makes fewer LM calls (4.00 against 6.00" in text
+    assert "it raised on 30 of 40 examples" in text.split("#### Goal")[1]
