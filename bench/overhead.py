@@ -9,7 +9,11 @@ two programs run in short alternating batches, each timed in this thread's CPU t
 plain batch with the activated batch next to it, and the figure is the median of the rounds'
 ratios with a 95% bootstrap interval (scipy). Wall-clock batches are printed too, for comparison.
 
-    python bench/overhead.py [--calls 20] [--rounds 150]
+    python bench/overhead.py [--calls 20] [--rounds 150] [--breakdown]
+
+`--breakdown` also prints where the engine's cost comes from: the extra CPU time per program call of
+an empty forward (opening and closing a run), of the two predictors without constraints, with the
+three declared checks, and with the inline Suggest (the bench's program).
 """
 
 from __future__ import annotations
@@ -54,6 +58,21 @@ class TwoStep(dspy.Module):
         return dspy.Prediction(query=query, answer=answer)
 
 
+class TwoStepNoSuggest(TwoStep):
+    def forward(self, question: str) -> dspy.Prediction:
+        query = self.make_query(question=question).query
+        return dspy.Prediction(query=query, answer=self.answer(question=question, query=query).answer)
+
+
+class EmptyForward(dspy.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.make_query = dspy.Predict(Query)
+
+    def forward(self, question: str) -> dspy.Prediction:
+        return dspy.Prediction(answer=question)
+
+
 def respond(messages: list[dict]) -> dict:
     text = messages[-1]["content"]
     return {"answer": "Velmora"} if "## query ## ]]\n" in text else {"query": "birthplace of the director"}
@@ -81,10 +100,34 @@ def median_ratio(activated: list[float], plain: list[float], seed: int = 0) -> t
     return float(np.median(ratios)), float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def engine_cost(plain: dspy.Module, activated: dspy.Module, calls: int, rounds: int) -> float:
+    """Median extra CPU time per program call (microseconds) of `activated` over `plain`, paired by round."""
+    time_calls(plain, 30)
+    time_calls(activated, 30)
+    extra = []
+    for _ in range(rounds):
+        base = time_calls(plain, calls)
+        extra.append((time_calls(activated, calls) - base) / calls * 1e6)
+    return statistics.median(extra)
+
+
+def breakdown(calls: int, rounds: int) -> None:
+    cases = [
+        ("empty forward (a run opened and closed)", EmptyForward, {}),
+        ("two predictors, no constraints", TwoStepNoSuggest, {}),
+        ("two predictors + 3 declared checks", TwoStepNoSuggest, {"constraints": CONSTRAINTS}),
+        ("+ inline Suggest (the bench's program)", TwoStep, {"constraints": CONSTRAINTS}),
+    ]
+    for label, program, options in cases:
+        cost = engine_cost(program(), activate_assertions(program(), **options), calls, rounds)
+        print(f"engine cost, {label:<41}: {cost:.0f} us/call (CPU time, median of {rounds} rounds)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20, help="program calls per batch")
     parser.add_argument("--rounds", type=int, default=150, help="pairs of batches (plain, activated)")
+    parser.add_argument("--breakdown", action="store_true", help="also print where the engine's cost comes from")
     args = parser.parse_args()
 
     lm = ScriptedLM(respond)
@@ -110,6 +153,8 @@ def main() -> None:
         print(f"{label:<11} plain       : {p * per_call:.3f} ms/call (median batch)")
         print(f"{label:<11} activated   : {a * per_call:.3f} ms/call; engine {(a - p) * per_call * 1e3:.0f} us/call")
         print(f"{label:<11} ratio       : {ratio:.3f} (95% CI {low:.3f}-{high:.3f}; target <= 1.10)")
+    if args.breakdown:
+        breakdown(args.calls, args.rounds)
 
 
 if __name__ == "__main__":
