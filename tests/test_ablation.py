@@ -560,3 +560,58 @@ def test_truncated_responses_are_counted_per_setting_not_logged(scripted_lm, dat
 
     text = CompileReport(result).text()
     assert "!! Vanilla: 3 LM response(s) stopped at the LM's max_tokens" in text
+
+
+def _judged_tweet_constraints() -> list[Constraint]:
+    """Two LM judges on `Tweet`: the economies of issue 16 change how often they are asked."""
+    from lmassert_magic import lm_judge
+
+    return [Constraint("engaging", lambda tweet: lm_judge("Is the tweet engaging?", tweet=tweet), "Be lively.",
+                       target=Tweet),
+            Constraint("faithful", lambda tweet: lm_judge("Is the tweet faithful?", tweet=tweet), "Stay true.",
+                       target=Tweet)]
+
+
+def _judges_say_no(repeating: bool):
+    """A scripted LM whose judges always say no; its writer repeats itself or writes a new tweet each time."""
+    written = [0]
+
+    def respond(messages):
+        if "## answer ## ]]" in messages[-1]["content"].split("Respond with")[-1]:
+            return {"answer": False}
+        written[0] += 1
+        return {"tweet": "dull tweet" if repeating else f"dull tweet {written[0]}"}
+
+    return respond
+
+
+@pytest.mark.parametrize("economy", [{"stop_at_failing_judge": False}, {"stop_on_repeat": False},
+                                     {"batch_judges": True}])
+def test_the_judge_economies_reach_the_asserted_runs_and_the_compile_teacher(scripted_lm, data, economy):
+    train, dev = data
+    lm = scripted_lm(_judges_say_no(repeating="stop_on_repeat" in economy))
+
+    def calls(**options) -> tuple[int, int, int]:
+        """LM calls of: the ablation's Infer w/ Assert, its compile with assertions, a direct activated run."""
+        result = run_ablation(dspy.Predict(Tweet), train[:2], dev[:2], metric, constraints=_judged_tweet_constraints(),
+                              settings="infer_assert,compile_assert", max_backtracks=3, **options)
+        before = len(lm.prompts)
+        direct = activate_assertions(dspy.Predict(Tweet), 3, constraints=_judged_tweet_constraints(), **options)
+        for example in dev[:2]:
+            direct(**example.inputs())
+        return (result.settings[INFER_ASSERT].lm_calls, result.settings[COMPILE_ASSERT].compile_lm_calls,
+                len(lm.prompts) - before)
+
+    default, changed = calls(), calls(**economy)
+    assert changed[2] != default[2]  # the option changes what a run asks the LM...
+    assert changed[0] == changed[2] and default[0] == default[2]  # ...and the ablation's asserted run is that run
+    assert changed[1] != default[1]  # the teacher of the compile with assertions runs the same way
+    assert all(result_config_key in run_ablation_config(economy) for result_config_key in economy)
+
+
+def run_ablation_config(options: dict) -> dict:
+    """The run's recorded configuration (shown above the report's tables)."""
+    train = [dspy.Example(question="t").with_inputs("question")]
+    dev = [dspy.Example(question="d").with_inputs("question")]
+    return run_ablation(dspy.Predict(Tweet), train, dev, metric, constraints=[hashtag_constraint()],
+                        settings="vanilla", **options).config

@@ -622,6 +622,21 @@ def test_compile_options_reach_the_engine_and_the_bound_program(tweet):
     assert options["max_errors"] == 3 and options["counterexamples"] == "prompt"
 
 
+def test_the_judge_economy_switches_reach_the_run_the_bound_program_and_the_record(tweet):
+    ip = tweet
+    ip.run_cell(NO_HASHTAGS_CELL)
+    with dspy.context(lm=feedback_dummy_lm()):
+        ip.run_cell('%%compile tweeter --train trainset --dev devset --metric quality -o rep --settings '
+                    'infer_assert --no-stop-on-repeat --batch-judges --no-stop-at-failing-judge\n'
+                    'retrieve >> GenerateTweet\n')
+    switches = {"stop_on_repeat": False, "batch_judges": True, "stop_at_failing_judge": False}
+    assert {k: _result(ip).config[k] for k in switches} == switches
+    config = ip.user_ns["tweeter"]._lmassert_config
+    assert {k: getattr(config, k) for k in switches} == switches
+    options = dict(get_registry().programs["tweeter"].options)
+    assert {k: options[k] for k in switches} == switches
+
+
 @pytest.mark.parametrize(
     "flags, pattern",
     [

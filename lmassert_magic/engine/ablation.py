@@ -78,13 +78,18 @@ def run_ablation(
     budget: str = defaults.BUDGET,
     retry_temperature: float | None = defaults.RETRY_TEMPERATURE,
     seed: int = defaults.SEED,
+    stop_on_repeat: bool = defaults.STOP_ON_REPEAT,
+    batch_judges: bool = defaults.BATCH_JUDGES,
+    stop_at_failing_judge: bool = defaults.STOP_AT_FAILING_JUDGE,
 ) -> AblationResult:
     """Run the chosen settings of the paper's ablation on `devset`.
 
     Vanilla and Compile are assertion-free: every constraint, inline ones included, is observed on
     the returned output for the tables but never enforced, and their compile teacher runs with
-    constraints off. `max_backtracks`, `budget`, `retry_temperature` and `seed` go to the asserted
-    runs; `keep_soft_failures`, `max_errors` and `counterexamples` to the compiles (see compile_program).
+    constraints off. `max_backtracks`, `budget`, `retry_temperature`, `seed` and the judge economies
+    (`stop_on_repeat`, `batch_judges`, `stop_at_failing_judge`: see activate_assertions) go to every
+    asserted run, the compile's teacher included; `keep_soft_failures`, `max_errors` and
+    `counterexamples` to the compiles (see compile_program).
     `concurrency` evaluates each setting async, that many examples at a time (`evaluate_async`; the
     tables are the threaded run's); compiles still use `num_threads`.
 
@@ -102,6 +107,8 @@ def run_ablation(
     result = AblationResult(
         constraints=constraints, metric_name=getattr(metric, "__name__", "metric"), requested=keys, seed=seed,
         config={"max_backtracks": max_backtracks, "budget": budget, "retry_temperature": retry_temperature,
+                "stop_on_repeat": stop_on_repeat, "batch_judges": batch_judges,
+                "stop_at_failing_judge": stop_at_failing_judge,
                 "optimizer": optimizer, "counterexamples": counterexamples, "keep_soft_failures": keep_soft_failures,
                 "num_threads": num_threads, **({"concurrency": concurrency} if concurrency is not None else {}),
                 **lm_facts()},
@@ -109,6 +116,9 @@ def run_ablation(
     notify = progress or (lambda event: None)
     compiled: dict[str, CompileOutcome] = {}
     opt_kwargs = dict(optimizer_kwargs or {})
+    run_config = {"budget": budget, "retry_temperature": retry_temperature, "seed": seed,
+                  "stop_on_repeat": stop_on_repeat, "batch_judges": batch_judges,
+                  "stop_at_failing_judge": stop_at_failing_judge}
 
     def compile_for(key: str, with_assertions: bool) -> tuple[CompileOutcome, float]:
         cache_key = COMPILE_ASSERT if with_assertions else COMPILE
@@ -117,6 +127,8 @@ def run_ablation(
         start = time.perf_counter()
         # GEPA scores up to its budget of program runs, not the train set once: no known total
         compiler, total = (compile_dspy3, None) if optimizer in DSPY3_OPTIMIZERS else (compile_program, len(trainset))
+        teacher = {} if compiler is compile_dspy3 else {
+            "run_config": {k: v for k, v in run_config.items() if k != "seed"}}
         with _silenced(quiet):
             outcome = compiler(
                 program, trainset, metric, constraints=constraints, with_assertions=with_assertions,
@@ -124,7 +136,7 @@ def run_ablation(
                 num_threads=num_threads,
                 on_example=lambda n: notify(ProgressEvent(key, "compile", n, total)),
                 keep_soft_failures=keep_soft_failures, max_errors=max_errors, counterexamples=counterexamples,
-                seed=seed, **opt_kwargs,
+                seed=seed, **teacher, **opt_kwargs,
             )
         compiled[cache_key] = outcome
         result.demos[cache_key] = outcome.demos
@@ -133,7 +145,6 @@ def run_ablation(
             result.compile_counterexamples = outcome.counterexamples
         return outcome, time.perf_counter() - start
 
-    run_config = {"budget": budget, "retry_temperature": retry_temperature, "seed": seed}
     evaluation = {"num_threads": num_threads, "concurrency": concurrency}
     try:
         with _quieted(quiet):

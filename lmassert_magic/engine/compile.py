@@ -173,6 +173,7 @@ def compile_program(
     max_errors: int | None = defaults.MAX_ERRORS,
     counterexamples: str = defaults.COUNTEREXAMPLES,
     seed: int = defaults.SEED,
+    run_config: dict[str, Any] | None = None,
 ) -> CompileOutcome:
     """Compile with BootstrapFewShot (or its random search), optionally with an asserted teacher.
 
@@ -182,6 +183,8 @@ def compile_program(
     `max_errors` stops the compile with CompileError once that many training examples fail
     (DSPy's convention: the error that reaches it stops it); by default nothing stops it.
     The returned program is plain (assertions not active); activate it to run C+Infer w/ Assert.
+    `run_config` goes to `activate_assertions` for the teacher and the scored candidates (budget,
+    retry_temperature, the judge economies), so a compile backtracks the way the evaluated runs do.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
@@ -215,7 +218,8 @@ def compile_program(
             raise
 
     mode = ENFORCE if with_assertions else OFF
-    teacher = prepare_program(program, constraints, mode=mode, max_backtracks=max_backtracks, seed=seed)
+    run_config = dict(run_config or {})
+    teacher = prepare_program(program, constraints, mode=mode, max_backtracks=max_backtracks, seed=seed, **run_config)
     # Candidates are scored with constraints observed, so soft/hard failures move the ranking.
     student_mode = OBSERVE if with_assertions else OFF
     limit = max_errors if max_errors is not None else len(trainset) * (num_candidate_programs + 3) + 1
@@ -228,7 +232,7 @@ def compile_program(
             max_errors=limit,
         )
     else:
-        student = prepare_program(program, constraints, mode=student_mode, max_backtracks=0, seed=seed)
+        student = prepare_program(program, constraints, mode=student_mode, max_backtracks=0, seed=seed, **run_config)
         optimizer_obj = dspy.BootstrapFewShotWithRandomSearch(
             metric=counted_metric,
             max_bootstrapped_demos=max_bootstrapped_demos,

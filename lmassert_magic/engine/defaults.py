@@ -67,6 +67,17 @@ PYTHON_CHECK_TIMEOUT_SECONDS: float | None = None
 #: batched verdicts agree with its separate ones (measure with that script).
 BATCH_JUDGES: bool = False
 
+#: A retry whose output repeats an earlier attempt's is told so in its next feedback, and a second repeat stops
+#: that step's retries (`activate_assertions(stop_on_repeat=...)`, `%%compile --no-stop-on-repeat`): at
+#: temperature 0 a repeat is the same prompt answered the same way, a call that cannot change the verdict.
+STOP_ON_REPEAT: bool = True
+
+#: An attempt's LM judges are asked one at a time and judging stops at the first that fails once its retry is
+#: paid for, as DSPy 2.5's first failing Suggest stopped the run (`stop_at_failing_judge=...`,
+#: `%%compile --no-stop-at-failing-judge`): the later judges' verdicts on an output about to be replaced are
+#: calls spent on nothing. An output that cannot be retried is judged by every judge.
+STOP_AT_FAILING_JUDGE: bool = True
+
 #: Temperature of a retry when the LM's own is 0 or unset (a positive LM temperature is kept).
 RETRY_TEMPERATURE: float = 0.7
 

@@ -129,7 +129,8 @@ def complete_compile(shell: Any, event: Any) -> list[str]:
     if _positionals(words, flags) == 0 and not current.startswith("-"):
         return sorted(get_registry().programs)
     return ["--train", "--dev", "--metric", "--optimizer", "--settings", "--backtracks", "--budget", "--seed",
-            "--retry-temperature", "--keep-soft-failures", "--max-errors", "--counterexamples", "--threads", "-o"]
+            "--retry-temperature", "--keep-soft-failures", "--max-errors", "--counterexamples", "--threads", "-o",
+            "--no-stop-on-repeat", "--no-stop-at-failing-judge", "--batch-judges"]
 
 
 def complete_lmassert(shell: Any, event: Any) -> list[str]:

@@ -6,6 +6,7 @@ Thin: parse the cell, let the registry build the program and pick its constraint
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from ..engine.ablation import (
 )
 from ..engine.compile import COUNTEREXAMPLE_MODES
 from ..engine.defaults import (
+    BATCH_JUDGES,
     BUDGET,
     CONCURRENCY,
     COUNTEREXAMPLES,
@@ -38,6 +40,8 @@ from ..engine.defaults import (
     OPTIMIZER,
     RETRY_TEMPERATURE,
     SEED,
+    STOP_AT_FAILING_JUDGE,
+    STOP_ON_REPEAT,
     THREADS,
 )
 from ..engine.optimizers import ALL_OPTIMIZERS, GEPA
@@ -143,6 +147,15 @@ class CompileMagics(RegistryMagics):
               help=f"run seed: retries sample from rollouts derived from it (default {SEED})")
     @argument("--retry-temperature", type=float, default=RETRY_TEMPERATURE,
               help=f"temperature of a retry when the LM's is 0 (default {RETRY_TEMPERATURE})")
+    @argument("--stop-on-repeat", action=argparse.BooleanOptionalAction, default=STOP_ON_REPEAT,
+              help="a retry that repeats an earlier output is told so, and a second repeat stops that step's "
+                   "retries (default on; --no-stop-on-repeat spends every retry)")
+    @argument("--stop-at-failing-judge", action=argparse.BooleanOptionalAction, default=STOP_AT_FAILING_JUDGE,
+              help="ask an attempt's LM judges one at a time and stop at the first that fails while a retry is "
+                   "left, as DSPy 2.5's Suggests did (default on; --no-stop-at-failing-judge asks them all)")
+    @argument("--batch-judges", action=argparse.BooleanOptionalAction, default=BATCH_JUDGES,
+              help="ask a step's LM judges about one output in one LM call (default off: on the embedded model "
+                   "batched verdicts disagree with separate ones; bench/judge_batching.py measures yours)")
     @argument("--keep-soft-failures", action="store_true",
               help="keep traces that still fail a soft constraint as demos (DSPy 2.5 did; default: drop them)")
     @argument("--max-errors", type=int, default=MAX_ERRORS,
@@ -227,6 +240,8 @@ class CompileMagics(RegistryMagics):
         for note in plan.skipped:
             print(f"Note: {note}")
 
+        economies = {"stop_on_repeat": args.stop_on_repeat, "batch_judges": args.batch_judges,
+                     "stop_at_failing_judge": args.stop_at_failing_judge}
         lm = ensure_lm()
         try:
             from ..report import CompileReport, progress_reporter
@@ -244,7 +259,7 @@ class CompileMagics(RegistryMagics):
                 progress=progress,
                 budget=args.budget, seed=args.seed, retry_temperature=args.retry_temperature,
                 keep_soft_failures=args.keep_soft_failures, max_errors=args.max_errors,
-                counterexamples=args.counterexamples, optimizer_kwargs=optimizer_kwargs,
+                counterexamples=args.counterexamples, optimizer_kwargs=optimizer_kwargs, **economies,
             )
         result.calibrations = {
             c.name: cal for c in plan.constraints if (cal := self.registry.calibration_of(c.name)) is not None
@@ -261,7 +276,8 @@ class CompileMagics(RegistryMagics):
             raise CompileFailed(f"every example failed in every setting; the first error: {error}")
 
         # an interrupted run binds nothing, so its record holds no program either (export would write one)
-        run_config = {"budget": args.budget, "seed": args.seed, "retry_temperature": args.retry_temperature}
+        run_config = {"budget": args.budget, "seed": args.seed, "retry_temperature": args.retry_temperature,
+                      **economies}
         program = (None if result.interrupted else
                    program_to_bind(result, plan.program, plan.constraints, args.backtracks, **run_config))
         report = (CompileReport(result, program=program, name=name,
@@ -273,7 +289,7 @@ class CompileMagics(RegistryMagics):
             "concurrency": args.concurrency,
             "output": args.output, "budget": args.budget, "seed": args.seed,
             "retry_temperature": args.retry_temperature, "keep_soft_failures": args.keep_soft_failures,
-            "max_errors": args.max_errors, "counterexamples": args.counterexamples, **optimizer_kwargs,
+            "max_errors": args.max_errors, "counterexamples": args.counterexamples, **economies, **optimizer_kwargs,
         }
         with user_errors():
             self.registry.record_compile(plan, result=result, program=program, options=options, report=report,
