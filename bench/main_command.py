@@ -4,8 +4,8 @@
 
 Clones the repository's committed state (HEAD of `--repo`, default this checkout) into a temporary
 directory, reads the main command from the clone's README (between the `main-command` markers),
-and runs it with empty DSPy and calibration caches (pip's download cache is used as found: the
-install time assumes the wheels were fetched once). Prints the figures and writes them to
+and runs it with empty DSPy, calibration, uv and pip caches, so the set-up time includes downloading
+every wheel. Prints the figures and writes them to
 `bench/results/main_command.json`, from which the README's table of runs is generated.
 Run it under `flock /tmp/lmassert-model.lock` on a shared machine: it starts the embedded model.
 """
@@ -42,7 +42,8 @@ def run(repo: Path, keep: bool) -> dict:
     commit = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True,
                             check=True).stdout.strip()
     command = main_command((clone / "README.md").read_text(encoding="utf-8"))
-    env = {**os.environ, "DSPY_CACHEDIR": str(work / "dspy-cache"), "LMASSERT_CACHE_DIR": str(work / "lmassert-cache")}
+    env = {**os.environ, "DSPY_CACHEDIR": str(work / "dspy-cache"), "LMASSERT_CACHE_DIR": str(work / "lmassert-cache"),
+           "UV_CACHE_DIR": str(work / "uv-cache"), "PIP_CACHE_DIR": str(work / "pip-cache")}
     env.pop("PYTHONPATH", None)
     env.pop("VIRTUAL_ENV", None)
     print(f"[main-command] {commit[:12]} in {clone}\n[main-command] $ {command}", flush=True)
@@ -67,7 +68,7 @@ def run(repo: Path, keep: bool) -> dict:
         "total_seconds": round(total, 1),
         "notebook_seconds": executed,
         "setup_seconds": round(total - executed, 1) if executed is not None else None,
-        "caches": "fresh clone and venv; empty DSPy and calibration caches; pip's download cache as found",
+        "caches": "fresh clone and venv; empty DSPy, calibration, uv and pip caches (every wheel downloaded)",
         # 1-minute load average at the start and the end: the same command runs slower on a busy machine
         "load_average": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
     }
