@@ -14,9 +14,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from peer_programs import ASSERTION_SYSTEMS, NONE, OURS, SYSTEMS
+from peer_programs import ASSERTION_SYSTEMS, BESTOFN, NONE, OURS, REFINE, SYSTEMS
 from peer_tasks import CHECKS, STUDIES
 
+from lmassert_magic.engine.defaults import RETRY_TEMPERATURE
 from lmassert_magic.engine.stats import PairedDiff, mean_interval, paired_difference, rate_of
 
 BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
@@ -129,7 +130,10 @@ def _record(study: str, system: str, vectors: dict) -> dict[str, Any]:
     constraints = {}
     for name in CHECKS[study]:
         r = rate_of(sum(v[f"c:{name}"]), n)
-        constraints[name] = {"rate": _num(r.rate), "ci": _ci(r.ci_low, r.ci_high)}
+        failing = [calls for passed, calls in zip(v[f"c:{name}"], v["lm_calls"]) if not passed]
+        # what the examples this system fails on cost it: retries spent in vain show up here
+        constraints[name] = {"rate": _num(r.rate), "ci": _ci(r.ci_low, r.ci_high), "failing": len(failing),
+                             "lm_calls_when_failing": sum(failing) / len(failing) if failing else None}
     mean = (lambda k: sum(v[k]) / n if n else None)  # noqa: E731
     vs_ours = system != OURS
     record = {
@@ -140,7 +144,7 @@ def _record(study: str, system: str, vectors: dict) -> dict[str, Any]:
         "lm_calls_per_example": mean("lm_calls"), "lm_calls_ci": _ci(*mean_interval(v["lm_calls"])),
         "judge_calls_per_example": mean("judge_calls"), "cache_hits_per_example": mean("cache_hits"),
         "judge_cache_hits_per_example": mean("judge_cache_hits"), "tokens_per_example": mean("tokens"),
-        "seconds_per_example": mean("seconds"),
+        "seconds_per_example": mean("seconds"), "max_lm_calls": max(v["lm_calls"], default=None),
     }
     for key, name in (("all", "all_constraints"), ("quality", "quality"), ("lm_calls", "lm_calls")):
         record.update(_diff_fields(f"{name}_diff_vs_ours", _paired(vectors, study, OURS, system, key) if vs_ours
@@ -294,9 +298,36 @@ def _why(study: str, records: list[dict]) -> list[str]:
             lines.append(f"* The gap to {best['system']} is largest on `{name}`: "
                          f"{_pct(ours['constraints'][name]['rate'])} here against "
                          f"{_pct(best['constraints'][name]['rate'])}.")
+            lines += _lost_examples(ours, best, name)
     errors = [r for r in records if r["errors"]]
     for r in errors:
         lines.append(f"* {r['system']} raised on {r['errors']} of {r['n']} examples (counted as failing everything).")
+    return lines
+
+
+#: How a peer that beats this package searches, for the sentence that says why it finds what retries did not.
+SEARCH = {
+    BESTOFN: "re-runs the whole program, from its first step, at temperature 1.0 on every attempt (dspy.BestOfN "
+             "sets it), and keeps the best run",
+    REFINE: "re-runs the whole program, from its first step, at temperature 1.0 with advice from an extra LM call",
+}
+
+
+def _lost_examples(ours: dict, best: dict, name: str) -> list[str]:
+    """What the examples failing `name` cost this package, and how the better system searches instead."""
+    part = ours["constraints"][name]
+    if not part.get("failing") or part.get("lm_calls_when_failing") is None:
+        return []
+    spent = part["lm_calls_when_failing"] > ours["lm_calls_per_example"]
+    lines = [f"* On the {part['failing']} examples whose final output fails `{name}` here, this package made "
+             f"{part['lm_calls_when_failing']:.2f} LM calls per example ({ours['lm_calls_per_example']:.2f} over all "
+             f"examples, at most {ours['max_lm_calls']:.0f} on one): "
+             + ("its retries were spent and the retried step still failed." if spent
+                else "it did not spend more calls on them than on the others.")]
+    if best["system"] in SEARCH:
+        lines.append(f"* {best['system']} {SEARCH[best['system']]}; this package retries only the step that "
+                     f"failed, with the constraint's feedback, at its retry temperature ({RETRY_TEMPERATURE:g} when "
+                     "the LM's own is 0), so a model that repeats itself under feedback keeps failing there.")
     return lines
 
 

@@ -324,6 +324,27 @@ def test_results_text_states_the_goal_and_by_how_much_it_is_missed():
     assert "DSPy 2.5.43 Suggest makes fewer LM calls" in goal
 
 
+def test_results_text_says_what_the_examples_lost_to_a_better_system_cost_here():
+    # multihop: ours fails new_query on 10 of 40 examples and spends 5 calls on each; 3 on the others
+    table = {programs.NONE: (10, 2, 3.0), programs.OURS: (30, 2, 3.0), programs.REFINE: (20, 2, 3.0),
+             programs.BESTOFN: (40, 2, 4.0), programs.DSPY25: (20, 2, 4.0)}
+    rows = synthetic_rows("multihop", table)
+    for row in rows:
+        if row["system"] == programs.OURS and int(row["id"].split("-")[1]) >= 30:
+            if row["kind"] == "score":
+                row["verdicts"] = {"short_query": True, "new_query": False}
+            else:
+                row["lm_calls"] = 5
+    report = report_of(rows)
+    new_query = report_record(report, programs.OURS, "multihop")["constraints"]["new_query"]
+    assert new_query["failing"] == 10 and new_query["lm_calls_when_failing"] == 5.0
+    text = peer_report.results_markdown(report)
+    assert ("On the 10 examples whose final output fails `new_query` here, this package made 5.00 LM calls "
+            "per example (3.50 over all examples, at most 5 on one): its retries were spent and the retried "
+            "step still failed.") in text
+    assert "dspy.BestOfN (N=3) re-runs the whole program" in text
+
+
 def test_report_only_writes_json_markdown_and_chart_from_the_checkpoint(tmp_path):
     checkpoint = peers.Checkpoint(tmp_path / "ck.jsonl")
     checkpoint.append({"kind": "config", "seed": 0})
