@@ -171,7 +171,7 @@ def _goal(study: str, records: list[dict], vectors: dict) -> dict[str, Any]:
             return {"met": True, "diff": 0.0, "ci": [0.0, 0.0], "missed_by_points": 0.0}
         low = diff.ci_low if math.isfinite(diff.ci_low) else diff.diff
         return {"met": low * 100 >= -GOAL_POINTS, "diff": _num(diff.diff), "ci": _ci(diff.ci_low, diff.ci_high),
-                "missed_by_points": max(0.0, round(-GOAL_POINTS - low * 100, 1))}
+                "missed_by_points": max(0.0, round(-GOAL_POINTS - low * 100, 1)), "n": diff.n}
 
     return {
         "fewer_calls": {"met": not cheaper, "ours": ours["lm_calls_per_example"], "others": others,
@@ -376,7 +376,14 @@ def _within_line(label: str, part: dict) -> str:
     span = f"difference {_pp(part['diff'], 1)} points, 95% CI {_pp(low)} to {_pp(high)}"
     if part["met"]:
         return f"* {label}: **met** ({span})."
-    return f"* {label}: **missed** by {part['missed_by_points']:.1f} points ({span})."
+    line = f"* {label}: **missed** by {part['missed_by_points']:.1f} points ({span})"
+    if part.get("n") and part["diff"] is not None and low is not None and part["diff"] * 100 >= -GOAL_POINTS:
+        # the measured difference is inside the bar: what misses is the interval's width at this n
+        width = (part["diff"] - low) * 100
+        line += (f"; at n = {part['n']} the interval's low end lies {width:.1f} points below the measured "
+                 f"difference, so only a measured difference of about {width - GOAL_POINTS:+.1f} points or more "
+                 "would meet it")
+    return line + "."
 
 
 def _picks(study: str, records: list[dict]) -> list[str]:

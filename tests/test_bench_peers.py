@@ -345,6 +345,16 @@ def test_results_text_says_what_the_examples_lost_to_a_better_system_cost_here()
     assert "dspy.BestOfN (N=3) re-runs the whole program" in text
 
 
+def test_a_missed_interval_condition_says_what_difference_would_meet_it():
+    report = report_of(synthetic_rows("tweetgen", TABLE))  # quality 28 vs 30 of 40: -5 points, a wide interval
+    part = report["goal"]["tweetgen"]["quality_vs_no_assertions"]
+    assert not part["met"]
+    width = (part["diff"] - part["ci"][0]) * 100
+    text = peer_report.results_markdown(report)
+    assert (f"at n = 40 the interval's low end lies {width:.1f} points below the measured difference, so only a "
+            f"measured difference of about {width - 5:+.1f} points or more would meet it") in text
+
+
 def test_report_only_writes_json_markdown_and_chart_from_the_checkpoint(tmp_path):
     checkpoint = peers.Checkpoint(tmp_path / "ck.jsonl")
     checkpoint.append({"kind": "config", "seed": 0})
