@@ -298,7 +298,8 @@ def _close_run(state: RunState, config: RunConfig, scope_token: contextvars.Toke
     run_ended()
     record = state.finish(error)
     config.log.add(record)
-    for collector in dspy.settings.get(COLLECTORS_KEY) or ():
+    overrides = thread_local_overrides.get()  # `dspy.settings.get(COLLECTORS_KEY)`, without raising when unset
+    for collector in overrides.get(COLLECTORS_KEY, main_thread_config.get(COLLECTORS_KEY)) or ():
         collector.add(record)
 
 

@@ -157,11 +157,13 @@ class Constraint:
     def kind(self) -> str:
         return "hard" if self.hard else "soft"
 
-    def check(self, fields: Mapping[str, Any]) -> bool:
-        """Run the condition; any trouble in it becomes a ConstraintError naming this constraint."""
+    def check(self, fields: Mapping[str, Any], trace_hidden: bool = False) -> bool:
+        """Run the condition; any trouble in it becomes a ConstraintError naming this constraint.
+
+        `trace_hidden`: the caller has set the bootstrap trace aside already (`hide_trace`)."""
         kwargs = _select(self.condition, fields, self.name)
-        value = self._call(self.condition, kwargs, "condition")
-        if not _is_bool(value):
+        value = self._call(self.condition, kwargs, "condition", trace_hidden)
+        if value is not True and value is not False and not _is_bool(value):
             raise ConstraintError(
                 self.name, f"condition returned {type(value).__name__} {value!r:.60}, expected True or False"
             )
@@ -183,10 +185,10 @@ class Constraint:
         text = self._call(self.message, kwargs, "message")
         return str(text)
 
-    def _call(self, fn: Callable[..., Any], kwargs: dict[str, Any], what: str) -> Any:
+    def _call(self, fn: Callable[..., Any], kwargs: dict[str, Any], what: str, trace_hidden: bool = False) -> Any:
         try:
             if self.timeout is None:
-                return _outside_trace(fn, kwargs)
+                return fn(**kwargs) if trace_hidden else _outside_trace(fn, kwargs)
             ctx = contextvars.copy_context()
             finished, value, error = _run_with_time_limit(lambda: ctx.run(_outside_trace, fn, kwargs), self.timeout,
                                                           self.name)

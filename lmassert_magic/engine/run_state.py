@@ -11,29 +11,20 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import dspy
 from dspy.dsp.utils.settings import thread_local_overrides
 
-from .constraints import (
-    Constraint,
-    answering_from,
-    ask_together,
-    hide_trace,
-    judge_request,
-    learn_uses_lm,
-    show_trace,
-    uses_lm,
-)
-from .context import OBSERVE, PASS_KEY, RUN_STATE_KEY, SHARED, RunConfig, current_attempt, here, inside_check
-from .errors import ConstraintError, DSPyAssertionError, DSPySuggestionError
+from .constraints import Constraint
+from .context import OBSERVE, PASS_KEY, RUN_STATE_KEY, SHARED, RunConfig, current_attempt, here
+from .errors import DSPyAssertionError, DSPySuggestionError
 from .records import IDENTICAL_OUTPUT, Attempt, ConstraintStats, Counterexample, RunRecord
 from .retry import REPEAT_NOTE, RetryPlan, retry_request
+from .run_checks import RunChecks, _Check
 from .scopes import NOTE, STOP, Backtrack, Branch, CallRecord, Scope, same_step
 from .streaming import Notice, aannounce, announce
-from .tally import start_counting_check_calls, stop_counting_check_calls, usage_numbers
+from .tally import usage_numbers
 from .targets import predictor_label
 
 logger = logging.getLogger("lmassert_magic")
@@ -49,11 +40,6 @@ class Counter(collections.Counter):
 REPEATS_TO_STOP = 2
 
 
-def _fields_key(fields: dict[str, Any]) -> str:
-    """What a judge saw: the same step inputs and the same outputs give the same key."""
-    return repr(sorted(fields.items()))
-
-
 def _same_fields(a: dict[str, Any], b: dict[str, Any]) -> bool:
     try:
         return bool(a == b)
@@ -61,18 +47,7 @@ def _same_fields(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return False
 
 
-@dataclass
-class _Check:
-    """One place a constraint is checked: its first verdict and its latest one."""
-
-    name: str
-    hard: bool
-    first: bool | None = None
-    last: bool | None = None
-    error: bool = False
-
-
-class RunState(Scope):
+class RunState(RunChecks, Scope):
     """One run (one top-level call of an activated program), which is also its main scope."""
 
     def __init__(self, config: RunConfig) -> None:
@@ -227,17 +202,22 @@ class RunState(Scope):
                 attempt.completion_tokens += completion
                 attempt.tokens += total
                 if not cached:
-                    self.attempt_uncached[attempt.seq] += 1
+                    seq = attempt.seq
+                    self.attempt_uncached[seq] = self.attempt_uncached.get(seq, 0) + 1
 
     def add_cached_usage(self, entry: dict[str, Any]) -> None:
         self.add_usage(entry, cached=True)
 
     # -- attempts: each LM call of a step, for the run's timeline ------------------------------------
-    def begin_attempt(self, key: tuple, name: str, inputs: dict[str, Any], plan: RetryPlan | None) -> Attempt:
-        """Open the record of one LM call of step `key`; this thread's LM usage counts towards it until it ends."""
+    def begin_attempt(self, key: tuple, name: str, inputs: dict[str, Any], plan: RetryPlan | None,
+                      count: bool = False) -> Attempt:
+        """Open the record of one LM call of step `key`; this thread's LM usage counts towards it until it ends.
+        `count`: also count the call in the run (`count_call`), in the same locked section."""
         with self.lock:
-            n = self.attempt_counts[key]
-            self.attempt_counts[key] += 1
+            if count:
+                self.record.lm_calls += 1
+            n = self.attempt_counts.get(key, 0)
+            self.attempt_counts[key] = n + 1
             reason = "retry" if plan is not None else ("rerun" if n else "first")
             attempt = Attempt(len(self.record.attempts), name, n, reason, dict(inputs),
                               list(plan.feedback) if plan is not None else [], lm_calls=1)
@@ -274,20 +254,39 @@ class RunState(Scope):
             for name, passed in (verdicts or {}).items():
                 attempt.verdicts[name] = attempt.verdicts.get(name, True) and bool(passed)
 
+    def note_checked(self, attempt: Attempt, outputs: dict[str, Any], verdicts: dict[str, bool],
+                     live: Iterable[tuple]) -> None:
+        """`note_attempt(attempt, outputs, verdicts)` and `mark_live(live)` in one locked section."""
+        with self.lock:
+            attempt.outputs = dict(outputs)
+            seen = attempt.verdicts
+            for name, passed in verdicts.items():
+                seen[name] = seen.get(name, True) and bool(passed)
+            self.live.update(live)
+
+    def note_output(self, key: tuple, attempt: Attempt, outputs: dict[str, Any], fields: dict[str, Any],
+                    retry: bool) -> None:
+        """`note_attempt(attempt, outputs)` then `note_repeat(key, attempt, fields, retry)`, in one locked section."""
+        with self.lock:
+            attempt.outputs = dict(outputs)
+            self._note_repeat(key, attempt, fields, retry)
+
     # -- identical retries: told once, then stopped ------------------------------------------------
     def note_repeat(self, key: tuple, attempt: Attempt | None, fields: dict[str, Any], retry: bool) -> None:
         """Remember the fields (inputs and outputs) an attempt of step `key` returned; a retry that returns
         fields the step returned before is a repeat (`attempt.repeat_of`: the earlier attempt's number)."""
-        number = attempt.attempt if attempt is not None else -1
         with self.lock:
-            seen = self.seen_outputs.setdefault(key, [])
-            if retry and attempt is not None:
-                earlier = next((n for n, f in seen if _same_fields(f, fields)), None)
-                if earlier is not None:
-                    attempt.repeat_of = earlier
-                    self.repeats[key] += 1
-                    return
-            seen.append((number, fields))
+            self._note_repeat(key, attempt, fields, retry)
+
+    def _note_repeat(self, key: tuple, attempt: Attempt | None, fields: dict[str, Any], retry: bool) -> None:
+        seen = self.seen_outputs.setdefault(key, [])
+        if retry and attempt is not None:
+            earlier = next((n for n, f in seen if _same_fields(f, fields)), None)
+            if earlier is not None:
+                attempt.repeat_of = earlier
+                self.repeats[key] += 1
+                return
+        seen.append((attempt.attempt if attempt is not None else -1, fields))
 
     def after_repeat(self, key: tuple, attempt: Attempt | None) -> str | None:
         """What a failing attempt of step `key` means for the step's next retry, if its output is a repeat.
@@ -362,107 +361,6 @@ class RunState(Scope):
             self.attempts[step] += 1
             return list(given)
 
-    def feedback_text(self, constraint: Constraint, fields: dict[str, Any]) -> str:
-        token = inside_check.set(True)
-        try:
-            return constraint.feedback(fields)
-        except ConstraintError:
-            self._note_error(constraint.name, constraint.hard)
-            raise
-        finally:
-            inside_check.reset(token)
-
-    def check_declared(self, constraint: Constraint, key: tuple, fields: dict[str, Any],
-                       outputs: dict[str, Any]) -> bool:
-        """Check `constraint`; a check that asks an LM is judged once per distinct set of fields in a run."""
-        memo_key = (constraint.name, _fields_key(fields)) if uses_lm(constraint) else None
-        passed = None
-        if memo_key is not None:
-            with self.lock:
-                passed = self.judged.get(memo_key)
-        if passed is None:
-            token = inside_check.set(True)  # predictors a check calls (LM judges) are not steps of the run
-            calls, counting = start_counting_check_calls()
-            try:
-                passed = constraint.check(fields)
-            except ConstraintError:
-                with self.lock:
-                    check = self.checks.setdefault(key, _Check(constraint.name, constraint.hard))
-                    check.error = True
-                raise
-            finally:
-                stop_counting_check_calls(counting)
-                inside_check.reset(token)
-            if calls[0]:
-                learn_uses_lm(constraint)
-                with self.lock:
-                    self.judged[memo_key or (constraint.name, _fields_key(fields))] = passed
-        self.record_verdict(key, constraint.name, constraint.hard, passed, kind="declared")
-        if passed and self.pending:  # a counterexample of this check waits for its fix
-            self.resolve_pending(key, outputs)
-        return passed
-
-    def check_outputs(self, constraints: Sequence[Constraint], step: tuple, fields: dict[str, Any],
-                      outputs: dict[str, Any]) -> dict[str, bool]:
-        """`check_declared` of each constraint on one output of step `step`: name -> verdict. The bootstrap trace
-        is set aside once for them all (each check would otherwise set it aside for itself)."""
-        hidden = hide_trace()
-        try:
-            return {c.name: self.check_declared(c, (c.name, step), fields, outputs) for c in constraints}
-        finally:
-            show_trace(hidden)
-
-    def check_judged(self, constraints: Sequence[Constraint], step: tuple, fields: dict[str, Any],
-                     outputs: dict[str, Any]) -> dict[str, bool]:
-        """Check constraints seen asking an LM judge on one output: name -> verdict.
-
-        With `batch_judges` on, the first judge question of each one not yet judged on these fields is asked
-        in one LM call (`constraints.ask_together`) and the checks then take their verdicts from it; a
-        batched call that fails leaves the checks to ask separately.
-        """
-        answers: dict[tuple, bool] = {}
-        if self.config.batch_judges and len(constraints) > 1:
-            answers = self._ask_judges_together(constraints, fields)
-        if not answers:
-            return {c.name: self.check_declared(c, (c.name, step), fields, outputs) for c in constraints}
-        with answering_from(answers):
-            return {c.name: self.check_declared(c, (c.name, step), fields, outputs) for c in constraints}
-
-    def _ask_judges_together(self, constraints: Sequence[Constraint], fields: dict[str, Any]) -> dict[tuple, bool]:
-        with self.lock:
-            unjudged = [c for c in constraints if (c.name, _fields_key(fields)) not in self.judged]
-        if len(unjudged) < 2:
-            return {}
-        token = inside_check.set(True)
-        try:
-            requests = [r for r in (judge_request(c, fields) for c in unjudged) if r is not None]
-            by_lm: dict[int, list] = {}
-            for request in requests:
-                by_lm.setdefault(id(request.lm), []).append(request)
-            answers: dict[tuple, bool] = {}
-            for group in by_lm.values():
-                if len({r.key for r in group}) < 2:
-                    continue
-                try:
-                    with dspy.context(trace=None):  # judges never land in the bootstrap trace
-                        answers.update(ask_together(group, order=list(fields)))
-                except Exception as exc:  # a response that does not parse: each check asks on its own
-                    logger.info("judges asked together failed (%s: %s); asking them one by one",
-                                type(exc).__name__, exc)
-            return answers
-        finally:
-            inside_check.reset(token)
-
-    def record_verdict(self, key: tuple, name: str, hard: bool, passed: bool, kind: str) -> None:
-        with self.lock:
-            check = self.checks.get(key)
-            if check is None:
-                check = self.checks[key] = _Check(name, hard)
-            if check.first is None:
-                check.first = passed
-            check.last = passed
-            self.kinds.setdefault(name, kind)
-
     def mark_live(self, keys: Iterable[tuple]) -> None:
         with self.lock:
             self.live.update(keys)
@@ -473,17 +371,6 @@ class RunState(Scope):
         with self.lock:
             self.record.counterexamples.append(cx)
             self.pending.setdefault(check_key, []).append(cx)
-
-    def resolve_pending(self, check_key: tuple, outputs: dict[str, Any]) -> None:
-        with self.lock:
-            fixed = self.pending.pop(check_key, [])
-        for cx in fixed:
-            cx.fixed_outputs = dict(outputs)
-
-    def _note_error(self, name: str, hard: bool) -> None:
-        with self.lock:
-            stats = self.record.constraints.setdefault(name, ConstraintStats(name, hard))
-            stats.errors += 1
 
     def retry_request(
         self, predictor: Any, name: str, inputs: dict[str, Any], kwargs: dict[str, Any], plan: RetryPlan,

@@ -242,9 +242,8 @@ class Scope:
             root.mark_live(previous.checks)
             return previous.prediction
 
-        plan = root.take_plan(key)
-        root.count_call()
-        record = CallRecord(predictor, name, inputs, key, attempt=root.begin_attempt(key, name, inputs, plan))
+        plan = root.take_plan(key) if root.plans else None  # (no retry planned: the usual case)
+        record = CallRecord(predictor, name, inputs, key, attempt=root.begin_attempt(key, name, inputs, plan, True))
         try:
             try:
                 if plan is None:
@@ -257,8 +256,7 @@ class Scope:
                 root.end_attempt(record.attempt, exc)
                 raise
             outputs = outputs_of(predictor, prediction, output_names)
-            root.note_attempt(record.attempt, outputs)
-            root.note_repeat(key, record.attempt, {**inputs, **outputs}, retry=plan is not None)
+            root.note_output(key, record.attempt, outputs, {**inputs, **outputs}, plan is not None)
             if plan is not None and not self._is_current():
                 root.set_plan(key, plan)  # a retry abandoned in flight by another thread's backtrack: redo it
             self._ensure_current()
@@ -287,7 +285,7 @@ class Scope:
         """`outputs`: those of `prediction`, if known already (each retry's are read from its prediction)."""
         root = self.root
         predictor, key = record.predictor, record.key
-        record.checks = tuple((c.name, key) for c in constraints)
+        record.checks = tuple([(c.name, key) for c in constraints])
         retried = False
         while True:
             if outputs is None:
@@ -296,12 +294,23 @@ class Scope:
             enforcing = root.config.mode != OBSERVE
             if retried:
                 root.note_repeat(key, record.attempt, fields, retry=True)
-            repeat = root.after_repeat(key, record.attempt) if enforcing else None
+            repeat = root.after_repeat(key, record.attempt) if enforcing and record.attempt.repeat_of is not None \
+                else None
             # Checks that ask an LM (judges) go last, and are skipped on an attempt that already fails a
             # check without one and will be retried: judging an output that is thrown away is a wasted call.
-            judged = [c for c in constraints if uses_lm(c)]
-            first = [c for c in constraints if not uses_lm(c)] if judged else list(constraints)
-            verdicts = yield _checks(root, first, key, fields, outputs)
+            judged: list[Constraint] = []
+            first: list[Constraint] = []
+            blocks = False  # `_blocks(first)`
+            for c in constraints:
+                if uses_lm(c):
+                    judged.append(c)
+                else:
+                    first.append(c)
+                    blocks = blocks or c.timeout is not None
+            if blocks:
+                verdicts = yield _checks(root, first, key, fields, outputs)
+            else:  # what `drive` and `adrive` do with code that cannot block (run it here), without the round trip
+                verdicts = root.check_outputs(first, key, fields, outputs)
             failing = [c for c in first if not verdicts[c.name]]
             charged = None
             if failing and enforcing and judged and repeat != STOP:
@@ -319,8 +328,7 @@ class Scope:
                 else:
                     verdicts.update((yield _judge_checks(root, judged, key, fields, outputs)))
                 failing = [c for c in constraints if c.name in verdicts and not verdicts[c.name]]
-            root.note_attempt(record.attempt, outputs, verdicts)
-            root.mark_live(record.checks)
+            root.note_checked(record.attempt, outputs, verdicts, record.checks)
             if not failing or not enforcing:
                 return prediction, trace_inputs
             messages = yield _messages(root, failing, fields)
@@ -341,10 +349,9 @@ class Scope:
             if not drop_trace_entry(predictor, prediction):  # the trace keeps only the accepted attempt
                 root.warn(f"a rejected attempt of {record.name} was not found in the trace to remove")
             yield Notice(retry_status(record.name, [c.name for c in failing], attempt + 1, outputs), (predictor,))
-            root.count_call()
             plan = RetryPlan(root.retry_feedback(feedback, repeat), outputs, attempt)
             root.end_attempt(record.attempt)
-            record.attempt = root.begin_attempt(key, record.name, record.inputs, plan)
+            record.attempt = root.begin_attempt(key, record.name, record.inputs, plan, True)
             request, trace_inputs = root.retry_request(predictor, record.name, record.inputs, dict(kwargs), plan)
             try:
                 prediction = yield request

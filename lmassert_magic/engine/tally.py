@@ -105,13 +105,13 @@ def count_judge_calls_with(counter: Callable[[], None]) -> None:
 
 #: LM calls made by the constraint check now running (set around each declared check), so the engine
 #: learns which checks ask an LM and can run the others first.
-_calls_in_check: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("lmassert_check_calls",
-                                                                                   default=None)
+calls_in_check: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("lmassert_check_calls",
+                                                                                  default=None)
 
 
 def note_lm_call() -> None:
     """Count one LM call against the current run (predictor calls count themselves; judges call this)."""
-    in_check = _calls_in_check.get()
+    in_check = calls_in_check.get()
     if in_check is not None:
         in_check[0] += 1
     if _judge_call_counter is not None:
@@ -121,7 +121,7 @@ def note_lm_call() -> None:
 def note_judged_verdict() -> None:
     """The check now running took an LM judge's verdict asked ahead of it (several judges in one call, counted
     there): it asks an LM, but made no call itself."""
-    in_check = _calls_in_check.get()
+    in_check = calls_in_check.get()
     if in_check is not None:
         in_check[0] += 1
 
@@ -141,11 +141,11 @@ def start_counting_check_calls() -> tuple[list[int], contextvars.Token]:
     """`counting_check_calls` without the context manager, for the run's per-check path: `[n]` and the token
     to hand to `stop_counting_check_calls` (in a `finally`)."""
     calls = [0]
-    return calls, _calls_in_check.set(calls)
+    return calls, calls_in_check.set(calls)
 
 
 def stop_counting_check_calls(token: contextvars.Token) -> None:
-    _calls_in_check.reset(token)
+    calls_in_check.reset(token)
 
 
 class LMTally(BaseCallback):
