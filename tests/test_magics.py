@@ -606,13 +606,18 @@ def test_property_a_failing_cell_leaves_registry_and_namespace_unchanged(ip, cel
                 assert get_registry().snapshot_json() != before
 
 
-def test_compile_options_reach_the_engine_and_the_bound_program(tweet):
-    ip = tweet
+def compile_tweeter_with(ip, flags: str) -> None:
+    """`%%compile tweeter` of the tweet pipeline with the hashtag constraint and these extra flags."""
     ip.run_cell(NO_HASHTAGS_CELL)
     with dspy.context(lm=feedback_dummy_lm()):
-        ip.run_cell('%%compile tweeter --train trainset --dev devset --metric quality -o rep --settings '
-                    'infer_assert,compile_assert --budget per_constraint --seed 7 --retry-temperature 0.4 '
-                    '--keep-soft-failures --max-errors 3 --counterexamples prompt\nretrieve >> GenerateTweet\n')
+        ip.run_cell(f"%%compile tweeter --train trainset --dev devset --metric quality -o rep {flags}\n"
+                    "retrieve >> GenerateTweet\n")
+
+
+def test_compile_options_reach_the_engine_and_the_bound_program(tweet):
+    ip = tweet
+    compile_tweeter_with(ip, "--settings infer_assert,compile_assert --budget per_constraint --seed 7 "
+                             "--retry-temperature 0.4 --keep-soft-failures --max-errors 3 --counterexamples prompt")
     result = _result(ip)
     assert result.settings["compile_assert"].compile.counterexample_mode == "prompt"
     assert result.settings["compile_assert"].compile.keep_soft_failures is True
@@ -624,11 +629,7 @@ def test_compile_options_reach_the_engine_and_the_bound_program(tweet):
 
 def test_the_judge_economy_switches_reach_the_run_the_bound_program_and_the_record(tweet):
     ip = tweet
-    ip.run_cell(NO_HASHTAGS_CELL)
-    with dspy.context(lm=feedback_dummy_lm()):
-        ip.run_cell('%%compile tweeter --train trainset --dev devset --metric quality -o rep --settings '
-                    'infer_assert --no-stop-on-repeat --batch-judges --no-stop-at-failing-judge\n'
-                    'retrieve >> GenerateTweet\n')
+    compile_tweeter_with(ip, "--settings infer_assert --no-stop-on-repeat --batch-judges --no-stop-at-failing-judge")
     switches = {"stop_on_repeat": False, "batch_judges": True, "stop_at_failing_judge": False}
     assert {k: _result(ip).config[k] for k in switches} == switches
     config = ip.user_ns["tweeter"]._lmassert_config

@@ -83,21 +83,32 @@ class RunChecks:
             try:
                 passed = constraint.check(fields)
             except ConstraintError:
-                with self.lock:
-                    check = self.checks.setdefault(key, _Check(constraint.name, constraint.hard))
-                    check.error = True
+                self._mark_broken(constraint, key)
                 raise
             finally:
                 stop_counting_check_calls(counting)
                 inside_check.reset(token)
             if calls[0]:
-                learn_uses_lm(constraint)
-                with self.lock:
-                    self.judged[memo_key or (constraint.name, _fields_key(fields))] = passed
+                self._learn_judge(constraint, fields, passed)
+        self._record_declared(constraint, key, outputs, passed)
+        return passed
+
+    def _mark_broken(self, constraint: Constraint, key: tuple) -> None:
+        """A check that raised ConstraintError: its own code is broken, not the output."""
+        with self.lock:
+            check = self.checks.setdefault(key, _Check(constraint.name, constraint.hard))
+            check.error = True
+
+    def _learn_judge(self, constraint: Constraint, fields: dict[str, Any], passed: bool) -> None:
+        """A check seen asking an LM: remember so, and its verdict on these fields for the rest of the run."""
+        learn_uses_lm(constraint)
+        with self.lock:
+            self.judged[(constraint.name, _fields_key(fields))] = passed
+
+    def _record_declared(self, constraint: Constraint, key: tuple, outputs: dict[str, Any], passed: bool) -> None:
         self.record_verdict(key, constraint.name, constraint.hard, passed, kind="declared")
         if passed and self.pending:  # a counterexample of this check waits for its fix
             self.resolve_pending(key, outputs)
-        return passed
 
     def check_outputs(self, constraints: Sequence[Constraint], step: tuple, fields: dict[str, Any],
                       outputs: dict[str, Any]) -> dict[str, bool]:
@@ -120,19 +131,13 @@ class RunChecks:
                 try:
                     passed = c.check(fields, trace_hidden=True) if type(c) is Constraint else c.check(fields)
                 except ConstraintError:
-                    with self.lock:
-                        check = self.checks.setdefault(key, _Check(c.name, c.hard))
-                        check.error = True
+                    self._mark_broken(c, key)
                     raise
                 finally:
                     calls_in_check.reset(counting)
                 if calls[0]:
-                    learn_uses_lm(c)
-                    with self.lock:
-                        self.judged[(c.name, _fields_key(fields))] = passed
-                self.record_verdict(key, c.name, c.hard, passed, kind="declared")
-                if passed and self.pending:  # a counterexample of this check waits for its fix
-                    self.resolve_pending(key, outputs)
+                    self._learn_judge(c, fields, passed)
+                self._record_declared(c, key, outputs, passed)
                 verdicts[c.name] = passed
             return verdicts
         finally:
